@@ -1,0 +1,402 @@
+//go:build linux
+
+// Command bench measures WebSocket echo through hop against the same load
+// sent straight to the echo upstream, and prints the ratio hop/direct.
+//
+//	go run ./hack/bench -hop ./bin/hop        # what `make bench` runs
+//	go run ./hack/bench -direct-only          # no hop: exercise the client
+//
+// It starts the echo upstream (hack/echo/echoserver) in-process on loopback,
+// writes a temporary Envoy v3 bootstrap (one HTTP listener with WebSocket
+// upgrades routed to a STATIC cluster "echo"), starts `<hop> -c <file>
+// --base-id 1`, waits for admin /ready, and then runs:
+//
+//   - idle: opens -idle WebSockets (handshake plus one 16-byte echo each) and
+//     reports the wall time; through hop it also reads hop's VmRSS before and
+//     after (each after -settle) and reports the growth per connection;
+//   - throughput: -conns connections each send a 1 KiB (then 64 KiB) binary
+//     message and wait for its echo, in a loop for -duration; it reports
+//     messages/s, MB/s of payload echoed, and round-trip p50/p99 (1 KiB).
+//
+// Any other Envoy-compatible binary can stand in for hop. Everything runs on
+// loopback and every wait is bounded. Linux only (/proc, prctl).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hopproxy/hop/hack/echo/echoserver"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		os.Exit(1)
+	}
+}
+
+// options are the command-line flags.
+type options struct {
+	hop        string
+	directOnly bool
+	duration   time.Duration
+	conns      int
+	idle       int
+	settle     time.Duration
+	opTimeout  time.Duration
+	json       bool
+	verbose    bool
+}
+
+func parseFlags(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.hop, "hop", "", "path to the hop binary (or any Envoy-compatible proxy)")
+	fs.BoolVar(&o.directOnly, "direct-only", false, "skip hop: measure only the direct path")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each throughput case")
+	fs.IntVar(&o.conns, "conns", 64, "concurrent connections in the throughput cases")
+	fs.IntVar(&o.idle, "idle", 1000, "idle WebSockets opened for the RSS case")
+	fs.DurationVar(&o.settle, "settle", time.Second, "pause before each RSS reading")
+	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "bound on each handshake and on the last round trip of a case")
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	fs.BoolVar(&o.verbose, "v", false, "copy hop's output to stderr")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	case o.hop == "" && !o.directOnly:
+		return o, errors.New("bench: -hop <path> is required (or -direct-only)")
+	case o.duration <= 0 || o.settle < 0 || o.opTimeout <= 0:
+		return o, errors.New("bench: -duration and -op-timeout must be positive, -settle not negative")
+	case o.conns < 1 || o.idle < 1:
+		return o, errors.New("bench: -conns and -idle must be at least 1")
+	}
+	return o, nil
+}
+
+// throughputCases are the message sizes measured, in order.
+var throughputCases = []struct {
+	key   string
+	label string
+	size  int
+}{
+	{"1k", "1 KiB", 1 << 10},
+	{"64k", "64 KiB", 64 << 10},
+}
+
+// run is the whole program; main only adds signals and the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "bench")
+
+	// Bound the whole run: every case, the settles, and generous slack.
+	budget := time.Duration(2*len(throughputCases))*(o.duration+o.opTimeout) + 2*o.settle + 2*time.Minute
+	ctx, cancel := context.WithTimeoutCause(ctx, budget, fmt.Errorf("bench: the run took longer than %v", budget))
+	defer cancel()
+
+	if err := raiseNoFile(uint64(2*o.idle + 4*o.conns + 256)); err != nil {
+		return err
+	}
+
+	echo, err := startEcho()
+	if err != nil {
+		return err
+	}
+	defer echo.stop(log)
+	log.Info("echo upstream listening", "addr", echo.addr)
+
+	rep := newReport(o)
+	targets := []string{"direct"}
+	urls := map[string]string{"direct": "ws://" + echo.addr + "/bench"}
+	var hop *hopProcess
+	if !o.directOnly {
+		var verbose io.Writer
+		if o.verbose {
+			verbose = stderr
+		}
+		hop, err = startHop(ctx, o.hop, echo.addr, verbose, log)
+		if err != nil {
+			return err
+		}
+		defer hop.Stop()
+		targets = append(targets, "hop")
+		urls["hop"] = "ws://" + hop.ListenAddr + "/bench"
+	}
+	// When hop fails mid-run, its exit status and last words explain why;
+	// after an interrupt or the overall deadline they are noise.
+	explain := func(err error) error {
+		if hop != nil && ctx.Err() == nil {
+			return hop.explain(err)
+		}
+		return err
+	}
+
+	// Idle first, so hop's heap is not already inflated by the load cases.
+	for _, t := range targets {
+		log.Info("idle case", "target", t, "conns", o.idle)
+		if err := measureIdle(ctx, o, t, urls[t], hop, log, rep); err != nil {
+			return explain(err)
+		}
+	}
+	for _, tc := range throughputCases {
+		for _, t := range targets {
+			log.Info("throughput case", "target", t, "size", tc.label, "conns", o.conns, "duration", o.duration)
+			res, err := runThroughput(ctx, loadConfig{
+				URL: urls[t], Conns: o.conns, MsgSize: tc.size, Duration: o.duration, OpTimeout: o.opTimeout,
+			})
+			if err != nil {
+				return explain(err)
+			}
+			rep.set("throughput_"+tc.key+"_msgs", t, res.MsgPerSec())
+			rep.set("throughput_"+tc.key+"_mbps", t, res.MBPerSec(tc.size))
+			if tc.size == 1<<10 {
+				rep.set("rtt_1k_p50_us", t, float64(res.P50)/float64(time.Microsecond))
+				rep.set("rtt_1k_p99_us", t, float64(res.P99)/float64(time.Microsecond))
+			}
+		}
+	}
+
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		return nil
+	}
+	rep.writeTable(stdout)
+	return nil
+}
+
+// measureIdle opens o.idle idle connections to url and records the time it
+// took; for hop it also records VmRSS growth per connection. A warm-up of
+// o.conns connections first faults in hop's code and one-time state, so the
+// "before" reading already includes them.
+func measureIdle(ctx context.Context, o options, target, url string, hop *hopProcess, log *slog.Logger, rep *report) error {
+	var before int64
+	if hop != nil && target == "hop" {
+		warm, _, err := openIdle(ctx, url, min(o.conns, o.idle), o.opTimeout)
+		if err != nil {
+			return err
+		}
+		closeAll(warm)
+		if err := sleepCtx(ctx, o.settle); err != nil {
+			return err
+		}
+		if before, err = readVmRSS(hop.Pid()); err != nil {
+			return err
+		}
+	}
+	conns, res, err := openIdle(ctx, url, o.idle, o.opTimeout)
+	if err != nil {
+		return err
+	}
+	defer closeAll(conns)
+	rep.set("idle_open_ms", target, float64(res.Open)/float64(time.Millisecond))
+	if hop == nil || target != "hop" {
+		return nil
+	}
+	if err := sleepCtx(ctx, o.settle); err != nil {
+		return err
+	}
+	after, err := readVmRSS(hop.Pid())
+	if err != nil {
+		return err
+	}
+	rep.RSSBeforeKiB, rep.RSSAfterKiB = before, after
+	rep.set("idle_rss_kib_per_conn", "hop", float64(after-before)/float64(o.idle))
+	log.Info("hop rss", "before_kib", before, "after_kib", after, "conns", o.idle)
+	return nil
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bench: %w", context.Cause(ctx))
+	}
+}
+
+// echoUpstream is the in-process echo server. Handlers are counted so stop
+// can wait for hijacked WebSocket handlers, which http.Server does not track.
+type echoUpstream struct {
+	addr     string
+	srv      *http.Server
+	handlers sync.WaitGroup
+}
+
+func startEcho() (*echoUpstream, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("bench: echo listen: %w", err)
+	}
+	e := &echoUpstream{addr: l.Addr().String()}
+	h := echoserver.New()
+	e.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.handlers.Add(1)
+			defer e.handlers.Done()
+			h.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go e.srv.Serve(l)
+	return e, nil
+}
+
+// stop closes the server and waits (bounded) for the echo handlers, which
+// end once their clients, or hop, have closed.
+func (e *echoUpstream) stop(log *slog.Logger) {
+	e.srv.Close()
+	done := make(chan struct{})
+	go func() { e.handlers.Wait(); close(done) }()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		log.Warn("echo handlers still running at exit")
+	}
+}
+
+// report is the result, as printed with -json.
+type report struct {
+	Conns          int    `json:"conns"`
+	DurationPerRun string `json:"duration_per_case"`
+	IdleConns      int    `json:"idle_conns"`
+	Hop            string `json:"hop,omitempty"`
+	NumCPU         int    `json:"num_cpu"`
+	RSSBeforeKiB   int64  `json:"hop_rss_before_kib,omitempty"`
+	RSSAfterKiB    int64  `json:"hop_rss_after_kib,omitempty"`
+	Rows           []*row `json:"rows"`
+	rowByKey       map[string]*row
+}
+
+// row is one metric. A nil value was not measured.
+type row struct {
+	Key    string   `json:"key"`
+	Label  string   `json:"label"`
+	Direct *float64 `json:"direct"`
+	Hop    *float64 `json:"hop"`
+	Ratio  *float64 `json:"hop_over_direct"`
+	prec   int      // decimals in the table
+}
+
+func newReport(o options) *report {
+	r := &report{
+		Conns: o.conns, DurationPerRun: o.duration.String(), IdleConns: o.idle,
+		NumCPU: runtime.NumCPU(), rowByKey: map[string]*row{},
+	}
+	if !o.directOnly {
+		r.Hop = o.hop
+	}
+	add := func(key, label string, prec int) {
+		rw := &row{Key: key, Label: label, prec: prec}
+		r.Rows = append(r.Rows, rw)
+		r.rowByKey[key] = rw
+	}
+	for _, tc := range throughputCases {
+		add("throughput_"+tc.key+"_msgs", fmt.Sprintf("%s × %d conns: msg/s", tc.label, o.conns), 0)
+		add("throughput_"+tc.key+"_mbps", fmt.Sprintf("%s × %d conns: MB/s", tc.label, o.conns), 1)
+	}
+	add("rtt_1k_p50_us", "1 KiB round trip p50 (µs)", 1)
+	add("rtt_1k_p99_us", "1 KiB round trip p99 (µs)", 1)
+	add("idle_open_ms", fmt.Sprintf("open %d WebSockets (ms)", o.idle), 1)
+	add("idle_rss_kib_per_conn", fmt.Sprintf("hop RSS per idle WebSocket at %d (KiB)", o.idle), 1)
+	return r
+}
+
+// set records v for target ("direct" or "hop") and updates the ratio.
+func (r *report) set(key, target string, v float64) {
+	rw := r.rowByKey[key]
+	if target == "hop" {
+		rw.Hop = &v
+	} else {
+		rw.Direct = &v
+	}
+	if rw.Direct != nil && rw.Hop != nil && *rw.Direct != 0 {
+		ratio := *rw.Hop / *rw.Direct
+		rw.Ratio = &ratio
+	}
+}
+
+// writeTable prints the report as a markdown table, columns padded.
+func (r *report) writeTable(w io.Writer) {
+	cell := func(v *float64, prec int) string {
+		if v == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.*f", prec, *v)
+	}
+	table := [][]string{{"case", "direct", "hop", "hop/direct"}}
+	for _, rw := range r.Rows {
+		table = append(table, []string{rw.Label, cell(rw.Direct, rw.prec), cell(rw.Hop, rw.prec), cell(rw.Ratio, 2)})
+	}
+	widths := make([]int, 4)
+	for _, line := range table {
+		for i, c := range line {
+			widths[i] = max(widths[i], len([]rune(c)))
+		}
+	}
+	pad := func(s string, n int, right bool) string {
+		fill := strings.Repeat(" ", n-len([]rune(s)))
+		if right {
+			return fill + s
+		}
+		return s + fill
+	}
+	hopName := "hop: not run (-direct-only)"
+	if r.Hop != "" {
+		hopName = "hop: " + r.Hop
+	}
+	fmt.Fprintf(w, "WebSocket echo over loopback; %s; %d CPUs; %s per throughput case\n\n", hopName, r.NumCPU, r.DurationPerRun)
+	for i, line := range table {
+		cells := make([]string, len(line))
+		for j, c := range line {
+			cells[j] = pad(c, widths[j], j > 0)
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		if i == 0 {
+			seps := make([]string, len(line))
+			for j := range seps {
+				seps[j] = strings.Repeat("-", widths[j])
+				if j > 0 {
+					seps[j] = seps[j][1:] + ":"
+				}
+			}
+			fmt.Fprintf(w, "| %s |\n", strings.Join(seps, " | "))
+		}
+	}
+	if r.RSSAfterKiB != 0 {
+		fmt.Fprintf(w, "\nhop VmRSS: %d KiB before, %d KiB with %d idle WebSockets open\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.IdleConns)
+	}
+}

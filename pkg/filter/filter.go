@@ -1,0 +1,154 @@
+// Package filter is the HTTP filter contract of hop's connection manager and
+// the registry that maps an http_filters typed_config type URL to the code
+// that implements it.
+//
+// A filter is compiled once per configuration into a Factory. The connection
+// manager composes the factories of one filter chain (http_filters, or an
+// upgrade type's own filters) into a single Handler when the configuration is
+// compiled, never per request:
+//
+//	chain := router(nil); chain = buffer(chain); ...
+//
+// Each request then runs chain.Serve(stream). A filter either answers the
+// request itself (stream.LocalReply) or calls next.Serve. The last filter must
+// be terminal (the router): it ends every request and never calls next.
+//
+// Filters may change the request headers and body before calling next. They
+// must not read Upgrade, Connection or :protocol themselves: the connection
+// manager has already classified the request (Stream.UpgradeType), and
+// everything byte-stream related belongs to package tunnel.
+package filter
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hopproxy/hop/pkg/router"
+	"github.com/hopproxy/hop/pkg/tunnel"
+	"github.com/hopproxy/hop/pkg/upstream"
+)
+
+// Handler serves one stream.
+type Handler interface {
+	Serve(s *Stream)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(s *Stream)
+
+// Serve calls f(s).
+func (f HandlerFunc) Serve(s *Stream) { f(s) }
+
+// Factory wraps the rest of a chain. It is called once per compiled
+// configuration.
+type Factory func(next Handler) Handler
+
+// Builder turns one http_filters entry's typed_config into a Factory.
+type Builder interface {
+	// TypeURLs lists the typed_config type URLs this builder accepts.
+	TypeURLs() []string
+	// Compile validates cfg (already proto-validated) and returns the
+	// factory. Errors name the offending field relative to typed_config.
+	Compile(cfg proto.Message) (Factory, error)
+	// Terminal reports whether the filter ends the chain (the router).
+	Terminal() bool
+}
+
+// Stream is one downstream request as filters see it. The connection manager
+// fills it before the chain runs; the fields are owned by the goroutine
+// serving the request.
+type Stream struct {
+	// Req is the request that will be sent upstream. Filters may edit its
+	// headers and body. Req.Context() ends when the downstream goes away.
+	Req *http.Request
+	// W writes the response. Once a filter has written, no other may.
+	W http.ResponseWriter
+	// VirtualHost and Route are the match result; both may be nil.
+	VirtualHost *router.VirtualHost
+	Route       *router.Route
+	// UpgradeType is the accepted upgrade ("websocket", "CONNECT", ...) as
+	// the client sent it, or "" for an ordinary request.
+	UpgradeType string
+	// Env is what the connection manager offers the terminal filter.
+	Env Env
+}
+
+// Env is what the connection manager offers filters, the terminal router
+// above all. It is implemented by package hcm.
+type Env interface {
+	// LocalReply answers the request from hop itself, with Envoy's headers
+	// and stats. details is Envoy's response code detail (for logs).
+	LocalReply(s *Stream, status int, body, details string)
+	// Cluster returns the named upstream cluster, or nil.
+	Cluster(name string) *upstream.Cluster
+	// PrepareResponse applies the connection manager's and the route's
+	// response header rules to an upstream response's headers.
+	PrepareResponse(s *Stream, h http.Header)
+	// StartTunnel is called by the router once the upstream accepted an
+	// upgrade: it sends the upstream's response head downstream, takes the
+	// downstream connection over, and splices the two until they end (on a
+	// goroutine the connection manager owns). The upstream connection is
+	// owned by StartTunnel from then on, even when it returns an error.
+	StartTunnel(s *Stream, up *tunnel.Upstream) error
+	// Timeouts returns the route timeout to apply to the upstream request
+	// and the idle timeout of the stream.
+	Timeouts(s *Stream) (route, idle time.Duration)
+	// Counters the router bumps under the connection manager's stat prefix.
+	CountNoRoute()
+	CountNoCluster()
+	CountDirectResponse()
+	CountRedirect()
+}
+
+// LocalReply is shorthand for s.Env.LocalReply(s, ...).
+func (s *Stream) LocalReply(status int, body, details string) {
+	s.Env.LocalReply(s, status, body, details)
+}
+
+// Registry maps type URLs to builders. It is filled at start-up by explicit
+// calls (see package filters), then only read.
+type Registry struct {
+	mu sync.RWMutex
+	m  map[string]Builder
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{m: map[string]Builder{}} }
+
+// Register adds b under each of its type URLs. Registering a URL twice is a
+// programming error and returns an error.
+func (r *Registry) Register(b Builder) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, u := range b.TypeURLs() {
+		if _, dup := r.m[u]; dup {
+			return fmt.Errorf("filter: type URL %q registered twice", u)
+		}
+		r.m[u] = b
+	}
+	return nil
+}
+
+// Lookup returns the builder for a type URL, or nil.
+func (r *Registry) Lookup(typeURL string) Builder {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.m[typeURL]
+}
+
+// TypeURLs lists every registered type URL, sorted.
+func (r *Registry) TypeURLs() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.m))
+	for u := range r.m {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,226 @@
+// Package router is envoy.filters.http.router, the terminal HTTP filter: it
+// answers direct responses and redirects, picks the route's cluster, and
+// forwards the request upstream — as an ordinary HTTP/1.1 exchange through
+// the cluster's connection pool, or, for an accepted upgrade, on a fresh
+// connection that becomes a tunnel when the upstream answers 101.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hopproxy/hop/pkg/filter"
+	routes "github.com/hopproxy/hop/pkg/router"
+	"github.com/hopproxy/hop/pkg/tunnel"
+	"github.com/hopproxy/hop/pkg/upstream"
+)
+
+// TypeURL is the typed_config type this filter implements.
+const TypeURL = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+// Builder builds the router filter.
+type Builder struct{}
+
+func (Builder) TypeURLs() []string { return []string{TypeURL} }
+func (Builder) Terminal() bool     { return true }
+
+func (Builder) Compile(m proto.Message) (filter.Factory, error) {
+	cfg, ok := m.(*routerv3.Router)
+	if !ok {
+		return nil, fmt.Errorf("router: unexpected config type %T", m)
+	}
+	f := &routerFilter{suppressEnvoyHeaders: cfg.GetSuppressEnvoyHeaders()}
+	return func(filter.Handler) filter.Handler { return f }, nil
+}
+
+type routerFilter struct {
+	suppressEnvoyHeaders bool
+}
+
+func (f *routerFilter) Serve(s *filter.Stream) {
+	rt := s.Route
+	if rt == nil {
+		s.Env.CountNoRoute()
+		s.LocalReply(http.StatusNotFound, "", "route_not_found")
+		return
+	}
+	switch rt.Action {
+	case routes.ActionDirectResponse:
+		s.Env.CountDirectResponse()
+		s.LocalReply(int(rt.DirectStatus), rt.DirectBody, "direct_response")
+		return
+	case routes.ActionRedirect:
+		s.Env.CountRedirect()
+		scheme := "http"
+		if s.Req.TLS != nil {
+			scheme = "https"
+		}
+		status, loc := rt.Redirect(&routes.Request{Method: s.Req.Method, Authority: s.Req.Host, Path: s.Req.URL.RequestURI(), Header: s.Req.Header}, scheme)
+		s.W.Header().Set("Location", loc)
+		s.LocalReply(status, "", "redirect")
+		return
+	}
+	name := rt.Cluster
+	if rt.Action == routes.ActionWeightedClusters {
+		name = rt.PickCluster(rand.Uint64())
+	}
+	cl := s.Env.Cluster(name)
+	if cl == nil {
+		s.Env.CountNoCluster()
+		s.LocalReply(http.StatusServiceUnavailable, "", "cluster_not_found")
+		return
+	}
+
+	out := s.Req
+	rt.MutateRequestHeaders(out.Header, fmtCtx{s.Req})
+	if uri := rt.RewritePath(out.URL.RequestURI()); uri != out.URL.RequestURI() {
+		u, err := url.ParseRequestURI(uri)
+		if err == nil {
+			out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+		}
+	}
+	if rt.HostRewriteLiteral != "" {
+		out.Host = rt.HostRewriteLiteral
+	}
+	timeout, _ := s.Env.Timeouts(s)
+	if timeout > 0 && !f.suppressEnvoyHeaders {
+		out.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(timeout.Milliseconds(), 10))
+	}
+	if s.UpgradeType != "" {
+		f.serveUpgrade(s, cl, timeout)
+		return
+	}
+	f.serveHTTP(s, cl, timeout)
+}
+
+// serveHTTP forwards an ordinary request through the cluster's pool.
+func (f *routerFilter) serveHTTP(s *filter.Stream, cl *upstream.Cluster, timeout time.Duration) {
+	ctx := s.Req.Context()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	out := s.Req.WithContext(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	out.Close = false
+	start := time.Now()
+	res, err := cl.RoundTrip(out)
+	if err != nil {
+		f.upstreamFailure(s, cl, ctx, err)
+		return
+	}
+	defer res.Body.Close()
+	f.writeResponseHead(s, res, start)
+	if err := copyBody(s.W, res); err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cl.CountTimeout()
+		}
+		// The response has started: the only honest signal left is to
+		// abort the downstream stream, as Envoy resets it.
+		panic(http.ErrAbortHandler)
+	}
+	if len(res.Trailer) > 0 {
+		for k, vs := range res.Trailer {
+			for _, v := range vs {
+				s.W.Header().Add(http.TrailerPrefix+k, v)
+			}
+		}
+	}
+}
+
+func (f *routerFilter) writeResponseHead(s *filter.Stream, res *http.Response, start time.Time) {
+	s.Env.PrepareResponse(s, res.Header)
+	if !f.suppressEnvoyHeaders {
+		res.Header.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
+	}
+	h := s.W.Header()
+	for k, vs := range res.Header {
+		h[k] = vs
+	}
+	if res.ContentLength >= 0 && h.Get("Content-Length") == "" && res.Request.Method != http.MethodHead {
+		h.Set("Content-Length", strconv.FormatInt(res.ContentLength, 10))
+	}
+	s.W.WriteHeader(res.StatusCode)
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody streams the body, flushing after each read when the length is
+// unknown so server-sent events and long polls are not held back.
+func copyBody(w http.ResponseWriter, res *http.Response) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	flush := res.ContentLength < 0
+	rc := http.NewResponseController(w)
+	for {
+		n, err := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if flush {
+				rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// upstreamFailure answers with Envoy's local reply for a failed upstream
+// exchange.
+func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, ctx context.Context, err error) {
+	if s.Req.Context().Err() != nil {
+		return // the downstream went away; nobody to answer
+	}
+	var ce *upstream.ConnectError
+	var re *tunnel.ResetError
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		cl.CountTimeout()
+		s.LocalReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_response_timeout")
+	case errors.Is(err, upstream.ErrNoHealthyUpstream):
+		s.LocalReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream")
+	case errors.As(err, &ce):
+		s.LocalReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: "+ce.Reason,
+			"upstream_reset_before_response_started{connection_failure}")
+	case errors.As(err, &re):
+		s.LocalReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+			"upstream_reset_before_response_started{connection_termination}")
+	default:
+		s.LocalReply(http.StatusServiceUnavailable,
+			"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+			"upstream_reset_before_response_started{connection_termination}")
+	}
+}
+
+type fmtCtx struct{ r *http.Request }
+
+func (f fmtCtx) DownstreamRemoteAddress() string { return f.r.RemoteAddr }
+func (f fmtCtx) DownstreamLocalAddress() string {
+	if a, ok := f.r.Context().Value(http.LocalAddrContextKey).(interface{ String() string }); ok {
+		return a.String()
+	}
+	return ""
+}
+func (f fmtCtx) Protocol() string { return f.r.Proto }

@@ -1,0 +1,266 @@
+package hcm
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/hopproxy/hop/pkg/filter"
+	"github.com/hopproxy/hop/pkg/router"
+	"github.com/hopproxy/hop/pkg/stats"
+)
+
+// Config is one compiled HttpConnectionManager. It is immutable: a new
+// configuration compiles a new Config.
+type Config struct {
+	proto      *hcmv3.HttpConnectionManager
+	statPrefix string
+	routes     *router.Table
+	chain      filter.Handler          // http_filters
+	upgrades   map[string]upgradeEntry // upgrade_configs, keyed by lower-cased type
+	ignoreUp   func(token string) bool // http_protocol_options.ignore_http_11_upgrade
+	stats      *hcmStats
+
+	streamIdle        time.Duration // stream_idle_timeout; 0 = off
+	requestTimeout    time.Duration // request_timeout; 0 = off
+	headersTimeout    time.Duration // request_headers_timeout; 0 = off
+	connIdle          time.Duration // common_http_protocol_options.idle_timeout
+	maxHeaderBytes    int           // max_request_headers_kb
+	acceptHTTP10      bool
+	defaultHost10     string
+	useRemoteAddress  bool
+	skipXFFAppend     bool
+	generateRequestID bool
+	preserveExtReqID  bool
+	alwaysSetReqID    bool
+	serverName        string
+	serverHeader      hcmv3.HttpConnectionManager_ServerHeaderTransformation
+	stripAnyPort      bool
+	stripMatchingPort bool
+}
+
+type upgradeEntry struct {
+	enabled bool
+	chain   filter.Handler // custom filters; nil = use http_filters
+}
+
+// Defaults Envoy applies when the fields are absent.
+const (
+	defaultStreamIdle   = 5 * time.Minute
+	defaultConnIdle     = time.Hour
+	defaultMaxHeadersKB = 60
+	defaultServerName   = "envoy"
+	routerFilterTypeURL = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+)
+
+// Compile builds a Config. Errors name the field relative to the
+// HttpConnectionManager ("http_filters[1]: ...").
+func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Store) (*Config, error) {
+	if err := p.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("hcm: %w", err)
+	}
+	switch p.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+	default:
+		return nil, fmt.Errorf("hcm: codec_type: %s is not supported yet (HTTP/1.1 only)", p.GetCodecType())
+	}
+	c := &Config{
+		proto:             p,
+		statPrefix:        p.GetStatPrefix(),
+		streamIdle:        durationOr(p.GetStreamIdleTimeout(), defaultStreamIdle),
+		requestTimeout:    durationOr(p.GetRequestTimeout(), 0),
+		headersTimeout:    durationOr(p.GetRequestHeadersTimeout(), 0),
+		connIdle:          durationOr(p.GetCommonHttpProtocolOptions().GetIdleTimeout(), defaultConnIdle),
+		maxHeaderBytes:    defaultMaxHeadersKB * 1024,
+		useRemoteAddress:  p.GetUseRemoteAddress().GetValue(),
+		skipXFFAppend:     p.GetSkipXffAppend(),
+		generateRequestID: p.GetGenerateRequestId() == nil || p.GetGenerateRequestId().GetValue(),
+		preserveExtReqID:  p.GetPreserveExternalRequestId(),
+		alwaysSetReqID:    p.GetAlwaysSetRequestIdInResponse(),
+		serverName:        p.GetServerName(),
+		serverHeader:      p.GetServerHeaderTransformation(),
+		stripAnyPort:      p.GetStripAnyHostPort(),
+		stripMatchingPort: p.GetStripMatchingHostPort(),
+	}
+	if c.serverName == "" {
+		c.serverName = defaultServerName
+	}
+	if kb := p.GetMaxRequestHeadersKb(); kb != nil {
+		c.maxHeaderBytes = int(kb.GetValue()) * 1024
+	}
+	if h1 := p.GetHttpProtocolOptions(); h1 != nil {
+		c.acceptHTTP10 = h1.GetAcceptHttp_10()
+		c.defaultHost10 = h1.GetDefaultHostForHttp_10()
+		m, err := compileStringMatchers(h1.GetIgnoreHttp_11Upgrade())
+		if err != nil {
+			return nil, fmt.Errorf("hcm: http_protocol_options.ignore_http_11_upgrade%w", err)
+		}
+		c.ignoreUp = m
+	}
+
+	switch rs := p.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		t, err := router.Compile(rs.RouteConfig)
+		if err != nil {
+			return nil, fmt.Errorf("hcm: route_config: %w", err)
+		}
+		c.routes = t
+	case *hcmv3.HttpConnectionManager_Rds:
+		return nil, fmt.Errorf("hcm: rds: dynamic route discovery is not supported yet")
+	default:
+		return nil, fmt.Errorf("hcm: route_specifier: only route_config is supported")
+	}
+
+	chain, err := compileChain(p.GetHttpFilters(), reg, "http_filters", "http filter chain")
+	if err != nil {
+		return nil, err
+	}
+	c.chain = chain
+
+	c.upgrades = map[string]upgradeEntry{}
+	for i, u := range p.GetUpgradeConfigs() {
+		key := strings.ToLower(u.GetUpgradeType())
+		if _, dup := c.upgrades[key]; dup {
+			return nil, fmt.Errorf("hcm: upgrade_configs[%d]: Error: multiple upgrade configs with the same name: '%s'", i, key)
+		}
+		e := upgradeEntry{enabled: u.GetEnabled() == nil || u.GetEnabled().GetValue()}
+		if len(u.GetFilters()) > 0 {
+			ch, err := compileChain(u.GetFilters(), reg, fmt.Sprintf("upgrade_configs[%d].filters", i), "http upgrade filter chain")
+			if err != nil {
+				return nil, err
+			}
+			e.chain = ch
+		}
+		c.upgrades[key] = e
+	}
+	c.stats = newHCMStats(st, c.statPrefix)
+	return c, nil
+}
+
+// compileChain turns a list of HttpFilter into one Handler. The terminal
+// filter must be last, as Envoy requires.
+func compileChain(fs []*hcmv3.HttpFilter, reg *filter.Registry, path, what string) (filter.Handler, error) {
+	type compiled struct {
+		name     string
+		factory  filter.Factory
+		disabled bool
+	}
+	var list []compiled
+	for i, f := range fs {
+		fp := fmt.Sprintf("%s[%d]", path, i)
+		tc := f.GetTypedConfig()
+		if tc == nil {
+			if f.GetConfigDiscovery() != nil {
+				return nil, fmt.Errorf("hcm: %s.config_discovery: not supported", fp)
+			}
+			return nil, fmt.Errorf("hcm: %s: filter %q has no typed_config", fp, f.GetName())
+		}
+		b := reg.Lookup(tc.GetTypeUrl())
+		if b == nil {
+			if f.GetIsOptional() {
+				continue // Envoy skips optional filters it does not know
+			}
+			return nil, fmt.Errorf("hcm: %s.typed_config: unsupported HTTP filter type %q", fp, tc.GetTypeUrl())
+		}
+		if b.Terminal() && i != len(fs)-1 {
+			return nil, fmt.Errorf("hcm: %s: Error: terminal filter named %s of type %s must be the last filter in a %s.", fp, f.GetName(), typeName(tc), what)
+		}
+		if !b.Terminal() && i == len(fs)-1 {
+			return nil, fmt.Errorf("hcm: %s: Error: non-terminal filter named %s of type %s is the last filter in a %s.", fp, f.GetName(), typeName(tc), what)
+		}
+		msg, err := tc.UnmarshalNew()
+		if err != nil {
+			return nil, fmt.Errorf("hcm: %s.typed_config: %w", fp, err)
+		}
+		fac, err := b.Compile(msg)
+		if err != nil {
+			return nil, fmt.Errorf("hcm: %s.typed_config: %w", fp, err)
+		}
+		list = append(list, compiled{name: f.GetName(), factory: fac, disabled: f.GetDisabled()})
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("hcm: %s: a %s needs a terminal filter (envoy.filters.http.router)", path, what)
+	}
+	var h filter.Handler
+	for i := len(list) - 1; i >= 0; i-- {
+		h = perRoute(list[i].name, list[i].disabled, list[i].factory(h), h)
+	}
+	return h, nil
+}
+
+func typeName(a *anypb.Any) string {
+	u := a.GetTypeUrl()
+	return u[strings.LastIndexByte(u, '/')+1:]
+}
+
+func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return d.AsDuration()
+}
+
+// compileStringMatchers compiles envoy.type.matcher.v3.StringMatcher values
+// into one predicate that is true when any matcher matches.
+func compileStringMatchers(ms []*matcherv3.StringMatcher) (func(string) bool, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	preds := make([]func(string) bool, 0, len(ms))
+	for i, m := range ms {
+		p, err := compileStringMatcher(m)
+		if err != nil {
+			return nil, fmt.Errorf("[%d]: %w", i, err)
+		}
+		preds = append(preds, p)
+	}
+	return func(s string) bool {
+		for _, p := range preds {
+			if p(s) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+func compileStringMatcher(m *matcherv3.StringMatcher) (func(string) bool, error) {
+	fold := m.GetIgnoreCase()
+	norm := func(s string) string {
+		if fold {
+			return strings.ToLower(s)
+		}
+		return s
+	}
+	switch p := m.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		want := norm(p.Exact)
+		return func(s string) bool { return norm(s) == want }, nil
+	case *matcherv3.StringMatcher_Prefix:
+		want := norm(p.Prefix)
+		return func(s string) bool { return strings.HasPrefix(norm(s), want) }, nil
+	case *matcherv3.StringMatcher_Suffix:
+		want := norm(p.Suffix)
+		return func(s string) bool { return strings.HasSuffix(norm(s), want) }, nil
+	case *matcherv3.StringMatcher_Contains:
+		want := norm(p.Contains)
+		return func(s string) bool { return strings.Contains(norm(s), want) }, nil
+	case *matcherv3.StringMatcher_SafeRegex:
+		re, err := regexp.Compile("^(?:" + p.SafeRegex.GetRegex() + ")$")
+		if err != nil {
+			return nil, fmt.Errorf(".safe_regex: %w", err)
+		}
+		return re.MatchString, nil
+	default:
+		return nil, fmt.Errorf(": unsupported string matcher")
+	}
+}
+
+var _ = corev3.Http1ProtocolOptions{}

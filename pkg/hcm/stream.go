@@ -1,0 +1,221 @@
+package hcm
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hopproxy/hop/pkg/filter"
+	"github.com/hopproxy/hop/pkg/tunnel"
+	"github.com/hopproxy/hop/pkg/upstream"
+)
+
+// Env is what every Manager shares with the rest of the data plane.
+type Env struct {
+	Clusters *upstream.Manager
+	Tunnels  *tunnel.Tracker
+	Log      *slog.Logger
+}
+
+// stream is one request. It implements filter.Env for its own Stream; it
+// belongs to the goroutine serving the request until a tunnel takes over.
+type stream struct {
+	filter.Stream
+	cfg *Config
+	mgr *Manager
+	rw  *responseWriter
+
+	upgradeCounted bool // downstream_cx_upgrades_active was incremented
+	tunnelStarted  bool // a tunnel owns the end-of-stream accounting now
+}
+
+// finish does the end-of-stream accounting unless a tunnel took it over.
+func (s *stream) finish() {
+	if s.tunnelStarted {
+		return
+	}
+	st := s.cfg.stats
+	st.rqActive.Dec()
+	st.rqCompleted.Inc()
+	status := s.rw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	st.countStatus(status)
+	if s.upgradeCounted {
+		st.upgradesActive.Dec()
+	}
+}
+
+func (s *stream) Cluster(name string) *upstream.Cluster {
+	if s.mgr.env == nil || s.mgr.env.Clusters == nil {
+		return nil
+	}
+	return s.mgr.env.Clusters.Get(name)
+}
+
+func (s *stream) CountNoRoute()        { s.cfg.stats.noRoute.Inc() }
+func (s *stream) CountNoCluster()      { s.cfg.stats.noCluster.Inc() }
+func (s *stream) CountDirectResponse() { s.cfg.stats.rqDirectResponse.Inc() }
+func (s *stream) CountRedirect()       { s.cfg.stats.rqRedir.Inc() }
+
+// Timeouts: the route's timeout, and the route's idle_timeout when set,
+// else the HCM stream_idle_timeout.
+func (s *stream) Timeouts(fs *filter.Stream) (route, idle time.Duration) {
+	idle = s.cfg.streamIdle
+	if fs.Route != nil {
+		route = fs.Route.Timeout
+		if fs.Route.IdleTimeout >= 0 {
+			idle = fs.Route.IdleTimeout
+		}
+	}
+	return route, idle
+}
+
+// LocalReply answers from hop as Envoy's sendLocalReply does: the status,
+// a text/plain body when there is one, content-length, server, and the
+// route's response headers.
+func (s *stream) LocalReply(fs *filter.Stream, status int, body, details string) {
+	h := s.rw.Header()
+	if body != "" {
+		h.Set("Content-Type", "text/plain")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if fs.Route != nil {
+		fs.Route.MutateResponseHeaders(h, fmtCtx{s})
+	}
+	s.setServer(h)
+	if s.cfg.alwaysSetReqID {
+		if id := fs.Req.Header.Get("X-Request-Id"); id != "" {
+			h.Set("X-Request-Id", id)
+		}
+	}
+	s.rw.WriteHeader(status)
+	if body != "" && fs.Req.Method != http.MethodHead {
+		s.rw.Write([]byte(body))
+	}
+	if s.mgr.env != nil && s.mgr.env.Log != nil && s.mgr.env.Log.Enabled(context.Background(), slog.LevelDebug) {
+		s.mgr.env.Log.Debug("local reply", "status", status, "details", details, "path", fs.Req.URL.Path)
+	}
+}
+
+// PrepareResponse applies Envoy's response header rules to an upstream
+// response: hop-by-hop headers out (Upgrade and Connection too unless the
+// exchange is an upgrade), the route's mutations, and the server header.
+func (s *stream) PrepareResponse(fs *filter.Stream, h http.Header) {
+	h.Del("Transfer-Encoding")
+	h.Del("Keep-Alive")
+	h.Del("Proxy-Connection")
+	if fs.UpgradeType == "" || !tunnel.IsUpgrade(h) {
+		h.Del("Connection")
+		h.Del("Upgrade")
+	}
+	if fs.Route != nil {
+		fs.Route.MutateResponseHeaders(h, fmtCtx{s})
+	}
+	s.setServer(h)
+	if s.cfg.alwaysSetReqID {
+		if id := fs.Req.Header.Get("X-Request-Id"); id != "" {
+			h.Set("X-Request-Id", id)
+		}
+	}
+}
+
+func (s *stream) setServer(h http.Header) {
+	switch s.cfg.serverHeader.String() {
+	case "PASS_THROUGH":
+		return
+	case "APPEND_IF_ABSENT":
+		if h.Get("Server") != "" {
+			return
+		}
+	}
+	h.Set("Server", s.cfg.serverName)
+}
+
+// StartTunnel writes the upstream's 101 downstream and splices.
+func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
+	down, err := tunnel.HijackH1(s.rw.ResponseWriter)
+	if err != nil {
+		up.Conn.Close()
+		return err
+	}
+	res := up.Response
+	s.PrepareResponse(fs, res.Header)
+	if res.Header.Get("Date") == "" {
+		res.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	bw := bufio.NewWriterSize(down.Conn, 1024)
+	tunnel.WriteResponseHead(bw, res.StatusCode, res.Header)
+	if len(up.Buffered) > 0 {
+		bw.Write(up.Buffered) // what the upstream sent right behind its 101
+	}
+	if err := bw.Flush(); err != nil {
+		up.Conn.Close()
+		down.Conn.Close()
+		s.rw.status = res.StatusCode
+		s.releaseConn()
+		return fmt.Errorf("hcm: write upgrade response: %w", err)
+	}
+	s.rw.status = res.StatusCode
+	s.tunnelStarted = true
+	st := s.cfg.stats
+	st.countStatus(res.StatusCode)
+	_, idle := s.Timeouts(fs)
+	track := connTrackFrom(fs.Req.Context())
+	s.mgr.env.Tunnels.Go(down.Conn, up.Conn, down.Buffered, nil, tunnel.Options{IdleTimeout: idle}, func(r tunnel.Result) {
+		if r.Cause == tunnel.CauseIdleTimeout {
+			st.rqIdleTimeout.Inc()
+		}
+		st.upgradesActive.Dec()
+		st.rqActive.Dec()
+		st.rqCompleted.Inc()
+		track.release()
+	})
+	return nil
+}
+
+func (s *stream) releaseConn() {
+	connTrackFrom(s.Req.Context()).release()
+}
+
+// responseWriter records the status sent downstream and lets
+// http.ResponseController reach the connection below.
+type responseWriter struct {
+	http.ResponseWriter
+	cfg    *Config
+	status int
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController find Hijack and Flush.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// fmtCtx gives router header formatters the stream's addresses.
+type fmtCtx struct{ s *stream }
+
+func (f fmtCtx) DownstreamRemoteAddress() string { return f.s.Req.RemoteAddr }
+func (f fmtCtx) DownstreamLocalAddress() string {
+	if a, ok := f.s.Req.Context().Value(http.LocalAddrContextKey).(interface{ String() string }); ok {
+		return a.String()
+	}
+	return ""
+}
+func (f fmtCtx) Protocol() string { return f.s.Req.Proto }

@@ -1,0 +1,183 @@
+// Package snapshot compiles one consistent set of Envoy resources (a Bundle)
+// into an immutable Snapshot: per listener, the filter-chain matcher and the
+// compiled network filters of each chain. All CPU work of a config change
+// happens here, before anything is published; if Compile fails nothing
+// changes. Store holds the published Snapshot behind an atomic pointer.
+package snapshot
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/hopproxy/hop/pkg/filter"
+	"github.com/hopproxy/hop/pkg/hcm"
+	"github.com/hopproxy/hop/pkg/stats"
+	"github.com/hopproxy/hop/pkg/upstream"
+)
+
+// Bundle is one consistent set of validated resources.
+type Bundle struct {
+	Version   string
+	Listeners []*listenerv3.Listener
+	Clusters  []*clusterv3.Cluster
+}
+
+// Snapshot is a compiled Bundle. It is never mutated after Compile.
+type Snapshot struct {
+	Version   string
+	Listeners []*Listener
+	Clusters  []*clusterv3.Cluster
+}
+
+// Listener is one compiled listener.
+type Listener struct {
+	Proto    *listenerv3.Listener
+	Name     string // the listener's name, or its address when unnamed
+	Address  string // host:port to bind
+	StatName string // listener.<StatName>.* stats
+	Chains   []*FilterChain
+	Default  *FilterChain // default_filter_chain, may be nil
+	// SniffTLS is true when a tls_inspector listener filter is configured:
+	// each connection's first bytes are read to learn SNI and ALPN.
+	SniffTLS bool
+}
+
+// FilterChain is one compiled filter chain.
+type FilterChain struct {
+	Name  string
+	match chainMatch
+	HCM   *hcm.Config // the chain's http_connection_manager
+}
+
+const (
+	hcmTypeURL          = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	tlsInspectorTypeURL = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+)
+
+// Compile builds a Snapshot. Errors name the resource and field path.
+func Compile(b Bundle, reg *filter.Registry, st *stats.Store) (*Snapshot, error) {
+	snap := &Snapshot{Version: b.Version, Clusters: b.Clusters}
+	seenName := map[string]bool{}
+	for i, c := range b.Clusters {
+		if seenName[c.GetName()] {
+			return nil, fmt.Errorf("clusters[%d]: duplicate cluster name %q", i, c.GetName())
+		}
+		seenName[c.GetName()] = true
+		if err := upstream.Compile(c); err != nil {
+			return nil, fmt.Errorf("clusters[%d]: %w", i, err)
+		}
+	}
+	seenName = map[string]bool{}
+	seenAddr := map[string]bool{}
+	for i, lp := range b.Listeners {
+		l, err := CompileListener(lp, reg, st)
+		if err != nil {
+			return nil, fmt.Errorf("listeners[%d]: %w", i, err)
+		}
+		if seenName[l.Name] {
+			return nil, fmt.Errorf("listeners[%d]: duplicate listener name %q", i, l.Name)
+		}
+		if seenAddr[l.Address] {
+			return nil, fmt.Errorf("listeners[%d]: address %s is already used by another listener", i, l.Address)
+		}
+		seenName[l.Name], seenAddr[l.Address] = true, true
+		snap.Listeners = append(snap.Listeners, l)
+	}
+	return snap, nil
+}
+
+// CompileListener compiles one listener.
+func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.Store) (*Listener, error) {
+	sa := lp.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return nil, fmt.Errorf("address: only socket_address is supported")
+	}
+	if sa.GetPortSpecifier() == nil {
+		return nil, fmt.Errorf("address.socket_address: port_value is required")
+	}
+	addr := net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+	l := &Listener{Proto: lp, Name: lp.GetName(), Address: addr}
+	l.StatName = lp.GetStatPrefix()
+	if l.StatName == "" {
+		l.StatName = stats.ListenerStatName(sa.GetAddress(), sa.GetPortValue())
+	}
+	if l.Name == "" {
+		l.Name = addr
+	}
+	for i, lf := range lp.GetListenerFilters() {
+		switch lf.GetTypedConfig().GetTypeUrl() {
+		case tlsInspectorTypeURL:
+			l.SniffTLS = true
+		default:
+			return nil, fmt.Errorf("listener_filters[%d].typed_config: unsupported listener filter type %q", i, lf.GetTypedConfig().GetTypeUrl())
+		}
+	}
+	for i, fc := range lp.GetFilterChains() {
+		c, err := compileChain(fc, reg, st)
+		if err != nil {
+			return nil, fmt.Errorf("filter_chains[%d]%w", i, err)
+		}
+		l.Chains = append(l.Chains, c)
+	}
+	if dfc := lp.GetDefaultFilterChain(); dfc != nil {
+		c, err := compileChain(dfc, reg, st)
+		if err != nil {
+			return nil, fmt.Errorf("default_filter_chain%w", err)
+		}
+		l.Default = c
+	}
+	if len(l.Chains) == 0 && l.Default == nil {
+		return nil, fmt.Errorf("filter_chains: a listener needs at least one filter chain")
+	}
+	if err := checkDuplicateMatches(l.Chains); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.Store) (*FilterChain, error) {
+	if ts := fc.GetTransportSocket(); ts != nil && ts.GetTypedConfig().GetTypeUrl() != rawBufferTypeURL {
+		return nil, fmt.Errorf(".transport_socket.typed_config: unsupported transport socket %q", ts.GetTypedConfig().GetTypeUrl())
+	}
+	c := &FilterChain{Name: fc.GetName()}
+	m, err := compileMatch(fc.GetFilterChainMatch())
+	if err != nil {
+		return nil, fmt.Errorf(".filter_chain_match%w", err)
+	}
+	c.match = m
+	if len(fc.GetFilters()) != 1 {
+		return nil, fmt.Errorf(".filters: exactly one network filter (http_connection_manager) is supported, got %d", len(fc.GetFilters()))
+	}
+	f := fc.GetFilters()[0]
+	tc := f.GetTypedConfig()
+	if tc.GetTypeUrl() != hcmTypeURL {
+		return nil, fmt.Errorf(".filters[0].typed_config: unsupported network filter type %q", tc.GetTypeUrl())
+	}
+	var p hcmv3.HttpConnectionManager
+	if err := tc.UnmarshalTo(&p); err != nil {
+		return nil, fmt.Errorf(".filters[0].typed_config: %w", err)
+	}
+	h, err := hcm.Compile(&p, reg, st)
+	if err != nil {
+		return nil, fmt.Errorf(".filters[0].typed_config: %w", err)
+	}
+	c.HCM = h
+	return c, nil
+}
+
+const rawBufferTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+
+// Store publishes snapshots. Readers Load once and keep that view.
+type Store struct{ p atomic.Pointer[Snapshot] }
+
+// Load returns the published snapshot (nil before the first Publish).
+func (s *Store) Load() *Snapshot { return s.p.Load() }
+
+// Publish makes snap the current snapshot.
+func (s *Store) Publish(snap *Snapshot) { s.p.Store(snap) }

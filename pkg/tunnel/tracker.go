@@ -1,0 +1,87 @@
+package tunnel
+
+import (
+	"context"
+	"net"
+	"sync"
+)
+
+// Tracker knows every live tunnel so that shutdown can wait for them or cut
+// them. The zero value is ready to use.
+type Tracker struct {
+	mu      sync.Mutex // guards live
+	live    map[*Tunnel]struct{}
+	wg      sync.WaitGroup
+	stopped bool
+}
+
+// Tunnel is one live spliced pair, as the tracker sees it.
+type Tunnel struct {
+	a, b net.Conn
+}
+
+// Go runs Splice(a, b, ...) on a new goroutine owned by the tracker and
+// calls done with its result (done may be nil). If the tracker is already
+// shut down, both connections are closed and done gets CauseAborted.
+func (t *Tracker) Go(a, b net.Conn, aPrelude, bPrelude []byte, opt Options, done func(Result)) {
+	tun := &Tunnel{a: a, b: b}
+	t.mu.Lock()
+	if t.stopped {
+		t.mu.Unlock()
+		a.Close()
+		b.Close()
+		if done != nil {
+			done(Result{Cause: CauseAborted})
+		}
+		return
+	}
+	if t.live == nil {
+		t.live = map[*Tunnel]struct{}{}
+	}
+	t.live[tun] = struct{}{}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		res := Splice(a, b, aPrelude, bPrelude, opt)
+		t.mu.Lock()
+		delete(t.live, tun)
+		aborted := t.stopped
+		t.mu.Unlock()
+		if aborted && res.Cause == CauseError {
+			res.Cause = CauseAborted
+		}
+		if done != nil {
+			done(res)
+		}
+	}()
+}
+
+// Len returns the number of live tunnels.
+func (t *Tracker) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.live)
+}
+
+// Shutdown stops new tunnels, waits until the live ones end by themselves or
+// ctx ends, then closes whatever is left and waits for its goroutines.
+func (t *Tracker) Shutdown(ctx context.Context) {
+	t.mu.Lock()
+	t.stopped = true
+	t.mu.Unlock()
+	idle := make(chan struct{})
+	go func() { t.wg.Wait(); close(idle) }()
+	select {
+	case <-idle:
+		return
+	case <-ctx.Done():
+	}
+	t.mu.Lock()
+	for tun := range t.live {
+		tun.a.Close()
+		tun.b.Close()
+	}
+	t.mu.Unlock()
+	<-idle
+}

@@ -1,0 +1,220 @@
+package upstream
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/hopproxy/hop/pkg/stats"
+)
+
+// clusterStats are the cluster.<name>.* stats, created once per Cluster;
+// the same names resolve to the same stats across config versions.
+type clusterStats struct {
+	cxTotal, cxConnectFail, cxConnectTimeout, cxDestroy, cxNoneHealthy *stats.Counter
+	cxRxBytes, cxTxBytes                                               *stats.Counter
+	rqTotal                                                            *stats.Counter
+	membershipChange, lbHealthyPanic                                   *stats.Counter
+	cxActive, rqActive, membershipTotal, membershipHealthy             *stats.Gauge
+}
+
+func newClusterStats(st *stats.Store, name string) clusterStats {
+	sc := st.Tagged("cluster", name, "envoy_cluster_name")
+	return clusterStats{
+		cxTotal:           sc.Counter("upstream_cx_total"),
+		cxConnectFail:     sc.Counter("upstream_cx_connect_fail"),
+		cxConnectTimeout:  sc.Counter("upstream_cx_connect_timeout"),
+		cxDestroy:         sc.Counter("upstream_cx_destroy"),
+		cxNoneHealthy:     sc.Counter("upstream_cx_none_healthy"),
+		cxRxBytes:         sc.Counter("upstream_cx_rx_bytes_total"),
+		cxTxBytes:         sc.Counter("upstream_cx_tx_bytes_total"),
+		rqTotal:           sc.Counter("upstream_rq_total"),
+		membershipChange:  sc.Counter("membership_change"),
+		lbHealthyPanic:    sc.Counter("lb_healthy_panic"),
+		cxActive:          sc.Gauge("upstream_cx_active"),
+		rqActive:          sc.Gauge("upstream_rq_active"),
+		membershipTotal:   sc.Gauge("membership_total"),
+		membershipHealthy: sc.Gauge("membership_healthy"),
+	}
+}
+
+// Cluster is one compiled, running cluster. It is safe for concurrent use.
+// Create it with Manager.Add.
+type Cluster struct {
+	// Immutable after newCluster.
+	proto     *clusterv3.Cluster
+	s         *settings
+	log       *slog.Logger
+	st        clusterStats
+	resolve   Resolver
+	dialer    net.Dialer
+	transport *http.Transport // the HTTP/1.1 pool; its DialContext is dialPooled
+
+	// Lifetime. ctx ends DNS resolution and is cancelled by retire; wg
+	// counts DNS goroutines. dialCtx ends connection attempts and is
+	// cancelled only when the cluster is removed (not when it is replaced,
+	// so that streams still holding it can connect). ready is closed once
+	// every DNS name has had its first answer (success or failure), at once
+	// when there is none: until then chooseHost waits, which stands in for
+	// Envoy's cluster warming.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	dialCtx    context.Context
+	dialCancel context.CancelFunc
+	wg         sync.WaitGroup
+	ready      chan struct{}
+	retired    atomic.Bool
+
+	// set is the published host set: written under mu, read lock-free.
+	set atomic.Pointer[hostSet]
+
+	mu      sync.Mutex   // serialises host set rebuilds; guards the fields below
+	targets []*dnsTarget // DNS names (STRICT_DNS, LOGICAL_DNS), config order
+	static  []*host      // hosts with IP-literal addresses
+	waiting int          // targets still waiting for their first answer
+}
+
+func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.Logger, resolve Resolver) *Cluster {
+	ctx, cancel := context.WithCancel(context.Background())
+	dialCtx, dialCancel := context.WithCancel(context.Background())
+	c := &Cluster{
+		dialCtx:    dialCtx,
+		dialCancel: dialCancel,
+		proto:   pb,
+		s:       s,
+		log:     log.With("cluster", s.name),
+		st:      newClusterStats(st, s.statName),
+		resolve: resolve,
+		ctx:     ctx,
+		cancel:  cancel,
+		ready:   make(chan struct{}),
+	}
+	// KeepAlive -1: no TCP keep-alive unless tcp_keepalive enables it, as in Envoy.
+	c.dialer = net.Dialer{KeepAlive: -1, KeepAliveConfig: s.keepAlive}
+	if s.localAddr != nil { // a typed nil *net.TCPAddr would not be a nil net.Addr
+		c.dialer.LocalAddr = s.localAddr
+	}
+	c.transport = newTransport(c)
+	for i := range s.endpoints {
+		ep := &s.endpoints[i]
+		if ep.ip.IsValid() {
+			ap := netip.AddrPortFrom(ep.ip, ep.port)
+			c.static = append(c.static, newHost(ap.String(), ap, ep))
+			continue
+		}
+		c.targets = append(c.targets, &dnsTarget{spec: ep})
+	}
+	c.waiting = len(c.targets)
+	c.mu.Lock()
+	c.publishLocked()
+	c.mu.Unlock()
+	return c
+}
+
+// start launches the DNS goroutines. Called once, after the cluster is
+// registered.
+func (c *Cluster) start() {
+	c.mu.Lock()
+	c.publishLocked() // the gauges may have been written by a retired predecessor
+	c.mu.Unlock()
+	if len(c.targets) == 0 {
+		close(c.ready)
+		return
+	}
+	for _, t := range c.targets {
+		c.wg.Add(1)
+		go c.resolveLoop(t)
+	}
+}
+
+// retire stops DNS resolution, waits for its goroutines and closes idle
+// pooled connections. Requests in flight and Dial'ed connections continue;
+// connections they return to the pool are closed when their response ends.
+// A replaced cluster can still open connections for callers that hold it;
+// a removed one (removed true) cannot, and connects in progress fail.
+func (c *Cluster) retire(removed bool) {
+	c.retired.Store(true)
+	if removed {
+		c.dialCancel()
+	}
+	c.cancel()
+	c.wg.Wait()
+	c.transport.CloseIdleConnections()
+}
+
+// publishLocked rebuilds and publishes the host set from the static hosts
+// and every target's current hosts. Callers hold mu.
+func (c *Cluster) publishLocked() {
+	hosts := make([]*host, 0, len(c.static))
+	hosts = append(hosts, c.static...)
+	for _, t := range c.targets {
+		hosts = append(hosts, t.hosts...)
+	}
+	hs := newHostSet(hosts, c.s.lb, c.s.panicThreshold)
+	if old := c.set.Swap(hs); old != nil && !sameHosts(old.hosts, hosts) {
+		c.st.membershipChange.Inc()
+	}
+	c.st.membershipTotal.Set(int64(len(hosts)))
+	c.st.membershipHealthy.Set(int64(hs.healthy))
+}
+
+func sameHosts(a, b []*host) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// chooseHost waits for the first DNS answers, then asks the load balancer.
+func (c *Cluster) chooseHost(ctx context.Context) (*host, error) {
+	select {
+	case <-c.ready:
+	default:
+		select {
+		case <-c.ready:
+		case <-c.ctx.Done():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	hs := c.set.Load()
+	if hs.pick == nil {
+		c.st.cxNoneHealthy.Inc()
+		return nil, ErrNoHealthyUpstream
+	}
+	if hs.panic {
+		c.st.lbHealthyPanic.Inc()
+	}
+	return hs.pick.pick(), nil
+}
+
+// Name is the cluster's name.
+func (c *Cluster) Name() string { return c.s.name }
+
+// Proto is the cluster as configured. Callers must not modify it.
+func (c *Cluster) Proto() *clusterv3.Cluster { return c.proto }
+
+// Ready is closed once every DNS name of the cluster has had its first
+// answer (at once for STATIC clusters). RoundTrip and Dial wait for it.
+func (c *Cluster) Ready() <-chan struct{} { return c.ready }
+
+// Hosts lists the current hosts with their counters, for admin.
+func (c *Cluster) Hosts() []HostInfo {
+	hs := c.set.Load()
+	out := make([]HostInfo, len(hs.hosts))
+	for i, h := range hs.hosts {
+		out[i] = h.info()
+	}
+	return out
+}

@@ -1,0 +1,351 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Envoy's defaults (source/common/upstream/upstream_impl.cc and the API docs).
+const (
+	defaultConnectTimeout     = 5 * time.Second
+	defaultIdleTimeout        = time.Hour
+	defaultDNSRefreshRate     = 5 * time.Second
+	defaultMaxResponseHeaders = 60 << 10
+	defaultPanicThreshold     = 50.0
+)
+
+// httpOptionsName is the typed_extension_protocol_options key, and the type
+// name, of the upstream HTTP protocol options.
+const httpOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+const errHTTP2 = "HTTP/2 upstreams are not supported yet"
+const errHTTP3 = "HTTP/3 upstreams are not supported yet"
+
+type clusterKind int
+
+const (
+	kindStatic clusterKind = iota
+	kindStrictDNS
+	kindLogicalDNS
+)
+
+type lbKind int
+
+const (
+	lbRoundRobin lbKind = iota
+	lbRandom
+)
+
+// endpointSpec is one lb_endpoint after validation.
+type endpointSpec struct {
+	address  string     // as configured: an IP literal, or a hostname for DNS clusters
+	ip       netip.Addr // valid when address is an IP literal
+	port     uint16
+	hostname string // endpoint.hostname
+	weight   uint32
+	health   corev3.HealthStatus
+	locality *corev3.Locality
+}
+
+// settings is a compiled Cluster: defaults applied, durations converted.
+// Immutable once compile returns.
+type settings struct {
+	name, statName string
+	kind           clusterKind
+	lb             lbKind
+	endpoints      []endpointSpec
+
+	connectTimeout     time.Duration
+	idleTimeout        time.Duration // 0: never close idle pooled connections
+	maxRequestsPerConn uint32        // 0: unlimited
+	maxResponseHeaders int64
+	panicThreshold     float64 // percent; 0 disables panic mode
+
+	family                        clusterv3.Cluster_DnsLookupFamily
+	dnsRefresh, dnsJitter         time.Duration
+	dnsFailureBase, dnsFailureMax time.Duration // 0: use dnsRefresh
+	keepAlive                     net.KeepAliveConfig
+	localAddr                     *net.TCPAddr
+}
+
+// Compile checks c as Manager.Add would, without starting anything. It is
+// what `hop --mode validate` runs.
+func Compile(c *clusterv3.Cluster) error {
+	_, err := compile(c)
+	return err
+}
+
+func compile(c *clusterv3.Cluster) (*settings, error) {
+	if c == nil {
+		return nil, errors.New("upstream: nil cluster")
+	}
+	s, err := compileCluster(c)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: cluster %q: %w", c.GetName(), err)
+	}
+	return s, nil
+}
+
+func compileCluster(c *clusterv3.Cluster) (*settings, error) {
+	if err := c.ValidateAll(); err != nil {
+		return nil, err
+	}
+	if err := checkFields(c.ProtoReflect(), clusterFields, ""); err != nil {
+		return nil, err
+	}
+	s := &settings{
+		name:               c.GetName(),
+		statName:           c.GetName(),
+		connectTimeout:     durationOr(c.GetConnectTimeout(), defaultConnectTimeout),
+		idleTimeout:        defaultIdleTimeout,
+		maxResponseHeaders: defaultMaxResponseHeaders,
+		panicThreshold:     defaultPanicThreshold,
+		family:             c.GetDnsLookupFamily(),
+		dnsRefresh:         durationOr(c.GetDnsRefreshRate(), defaultDNSRefreshRate),
+		dnsJitter:          durationOr(c.GetDnsJitter(), 0),
+		keepAlive:          net.KeepAliveConfig{Enable: false, Idle: -1, Interval: -1, Count: -1},
+	}
+	if c.GetAltStatName() != "" {
+		s.statName = c.GetAltStatName()
+	}
+	switch t := c.GetType(); t {
+	case clusterv3.Cluster_STATIC:
+		s.kind = kindStatic
+	case clusterv3.Cluster_STRICT_DNS:
+		s.kind = kindStrictDNS
+	case clusterv3.Cluster_LOGICAL_DNS:
+		s.kind = kindLogicalDNS
+	default:
+		return nil, fmt.Errorf("type: %s clusters: %w", t, ErrUnsupported)
+	}
+	switch p := c.GetLbPolicy(); p {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		s.lb = lbRoundRobin
+	case clusterv3.Cluster_RANDOM:
+		s.lb = lbRandom
+	default:
+		return nil, fmt.Errorf("lb_policy: %s: %w", p, ErrUnsupported)
+	}
+	if err := compileProtocol(c, s); err != nil {
+		return nil, err
+	}
+	if err := compileTransportSocket(c.GetTransportSocket()); err != nil {
+		return nil, err
+	}
+	if err := compileConnection(c, s); err != nil {
+		return nil, err
+	}
+	if err := compileEndpoints(c, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// compileProtocol applies the HTTP protocol options: the deprecated Cluster
+// fields first, then typed_extension_protocol_options.
+func compileProtocol(c *clusterv3.Cluster, s *settings) error {
+	if c.GetHttp2ProtocolOptions() != nil {
+		return errors.New("http2_protocol_options: " + errHTTP2)
+	}
+	s.maxRequestsPerConn = c.GetMaxRequestsPerConnection().GetValue()
+	common := c.GetCommonHttpProtocolOptions()
+	commonPath := "common_http_protocol_options"
+	keys := make([]string, 0, len(c.GetTypedExtensionProtocolOptions()))
+	for k := range c.GetTypedExtensionProtocolOptions() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		path := fmt.Sprintf("typed_extension_protocol_options[%q]", k)
+		if k != httpOptionsName {
+			return fmt.Errorf("%s: %w", path, ErrUnsupported)
+		}
+		opts, err := unpackHTTPOptions(c.GetTypedExtensionProtocolOptions()[k], path)
+		if err != nil {
+			return err
+		}
+		if opts.GetCommonHttpProtocolOptions() != nil {
+			if common != nil {
+				return fmt.Errorf("%s.common_http_protocol_options: cannot be set together with the cluster's common_http_protocol_options", path)
+			}
+			common, commonPath = opts.GetCommonHttpProtocolOptions(), path+".common_http_protocol_options"
+		}
+	}
+	if common == nil {
+		return nil
+	}
+	if common.IdleTimeout != nil {
+		s.idleTimeout = common.GetIdleTimeout().AsDuration()
+	}
+	if kb := common.GetMaxResponseHeadersKb(); kb != nil {
+		s.maxResponseHeaders = int64(kb.GetValue()) << 10
+	}
+	if m := common.GetMaxRequestsPerConnection(); m != nil {
+		if c.GetMaxRequestsPerConnection() != nil {
+			return fmt.Errorf("%s.max_requests_per_connection: only one of max_requests_per_connection from Cluster or HttpProtocolOptions can be specified", commonPath)
+		}
+		s.maxRequestsPerConn = m.GetValue()
+	}
+	return nil
+}
+
+func unpackHTTPOptions(a *anypb.Any, path string) (*httpv3.HttpProtocolOptions, error) {
+	opts := &httpv3.HttpProtocolOptions{}
+	if !a.MessageIs(opts) {
+		return nil, fmt.Errorf("%s: type %q is not %s", path, a.GetTypeUrl(), httpOptionsName)
+	}
+	if err := a.UnmarshalTo(opts); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := opts.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkFields(opts.ProtoReflect(), httpOptionsFields, path); err != nil {
+		return nil, err
+	}
+	if opts.GetAutoConfig() != nil {
+		return nil, fmt.Errorf("%s.auto_config: %s", path, errHTTP2)
+	}
+	// Only one member of the upstream_protocol_options oneof can be set; the
+	// getters are nil-safe.
+	explicit, downstream := opts.GetExplicitHttpConfig(), opts.GetUseDownstreamProtocolConfig()
+	switch {
+	case explicit.GetHttp2ProtocolOptions() != nil:
+		return nil, fmt.Errorf("%s.explicit_http_config.http2_protocol_options: %s", path, errHTTP2)
+	case explicit.GetHttp3ProtocolOptions() != nil:
+		return nil, fmt.Errorf("%s.explicit_http_config.http3_protocol_options: %s", path, errHTTP3)
+	case downstream.GetHttp2ProtocolOptions() != nil:
+		return nil, fmt.Errorf("%s.use_downstream_protocol_config.http2_protocol_options: %s", path, errHTTP2)
+	case downstream.GetHttp3ProtocolOptions() != nil:
+		return nil, fmt.Errorf("%s.use_downstream_protocol_config.http3_protocol_options: %s", path, errHTTP3)
+	}
+	return opts, nil
+}
+
+// compileTransportSocket accepts only raw_buffer: a plain TCP connection.
+func compileTransportSocket(ts *corev3.TransportSocket) error {
+	if ts == nil {
+		return nil
+	}
+	if tc := ts.GetTypedConfig(); tc != nil {
+		if !tc.MessageIs(&rawbufferv3.RawBuffer{}) {
+			return fmt.Errorf("transport_socket.typed_config: %w: transport socket %q", ErrUnsupported, tc.GetTypeUrl())
+		}
+		return nil
+	}
+	switch ts.GetName() {
+	case "envoy.transport_sockets.raw_buffer", "raw_buffer":
+		return nil
+	}
+	return fmt.Errorf("transport_socket.name: %w: transport socket %q", ErrUnsupported, ts.GetName())
+}
+
+// compileConnection covers DNS, panic threshold, keep-alive and bind options.
+func compileConnection(c *clusterv3.Cluster, s *settings) error {
+	if fr := c.GetDnsFailureRefreshRate(); fr != nil {
+		s.dnsFailureBase = fr.GetBaseInterval().AsDuration()
+		s.dnsFailureMax = 10 * s.dnsFailureBase
+		if fr.GetMaxInterval() != nil {
+			s.dnsFailureMax = fr.GetMaxInterval().AsDuration()
+		}
+		if s.dnsFailureMax < s.dnsFailureBase {
+			return errors.New("dns_failure_refresh_rate: max_interval must be greater than or equal to base_interval")
+		}
+	}
+	if pt := c.GetCommonLbConfig().GetHealthyPanicThreshold(); pt != nil {
+		s.panicThreshold = pt.GetValue()
+	}
+	if ka := c.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
+		s.keepAlive.Enable = true
+		if v := ka.GetKeepaliveTime(); v != nil {
+			s.keepAlive.Idle = time.Duration(v.GetValue()) * time.Second
+		}
+		if v := ka.GetKeepaliveInterval(); v != nil {
+			s.keepAlive.Interval = time.Duration(v.GetValue()) * time.Second
+		}
+		if v := ka.GetKeepaliveProbes(); v != nil {
+			s.keepAlive.Count = int(v.GetValue())
+		}
+	}
+	if sa := c.GetUpstreamBindConfig().GetSourceAddress(); sa != nil {
+		ip, err := netip.ParseAddr(sa.GetAddress())
+		if err != nil {
+			return fmt.Errorf("upstream_bind_config.source_address.address: malformed IP address: %s", sa.GetAddress())
+		}
+		s.localAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(sa.GetPortValue())))
+	}
+	return nil
+}
+
+func compileEndpoints(c *clusterv3.Cluster, s *settings) error {
+	for i, lle := range c.GetLoadAssignment().GetEndpoints() {
+		lp := fmt.Sprintf("load_assignment.endpoints[%d]", i)
+		if lle.GetPriority() != 0 {
+			return fmt.Errorf("%s.priority: %w: only priority 0 is supported", lp, ErrUnsupported)
+		}
+		for j, lbe := range lle.GetLbEndpoints() {
+			ap := fmt.Sprintf("%s.lb_endpoints[%d].endpoint.address", lp, j)
+			ep, err := compileEndpoint(lbe.GetEndpoint().GetAddress(), s.kind, ap)
+			if err != nil {
+				return err
+			}
+			ep.hostname = lbe.GetEndpoint().GetHostname()
+			ep.weight = 1
+			if w := lbe.GetLoadBalancingWeight(); w != nil {
+				ep.weight = w.GetValue()
+			}
+			ep.health = lbe.GetHealthStatus()
+			ep.locality = lle.GetLocality()
+			s.endpoints = append(s.endpoints, ep)
+		}
+	}
+	if s.kind == kindLogicalDNS {
+		eps := c.GetLoadAssignment().GetEndpoints()
+		if len(eps) != 1 || len(eps[0].GetLbEndpoints()) != 1 {
+			if c.GetLoadAssignment() != nil {
+				return errors.New("LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint")
+			}
+			return errors.New("LOGICAL_DNS clusters must have a single host")
+		}
+	}
+	return nil
+}
+
+func compileEndpoint(addr *corev3.Address, kind clusterKind, path string) (endpointSpec, error) {
+	sa := addr.GetSocketAddress()
+	if sa == nil {
+		return endpointSpec{}, fmt.Errorf("%s: a socket_address is required", path)
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return endpointSpec{}, fmt.Errorf("%s.socket_address.protocol: %w: %s", path, ErrUnsupported, sa.GetProtocol())
+	}
+	port := sa.GetPortValue()
+	if port == 0 || port > 65535 {
+		return endpointSpec{}, fmt.Errorf("%s.socket_address.port_value: must be between 1 and 65535, got %d", path, port)
+	}
+	ep := endpointSpec{address: sa.GetAddress(), port: uint16(port)}
+	if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {
+		ep.ip = ip.Unmap()
+	} else if kind == kindStatic {
+		return endpointSpec{}, fmt.Errorf("%s: malformed IP address: %s", path, sa.GetAddress())
+	}
+	return ep, nil
+}
+
+func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return d.AsDuration()
+}

@@ -1,0 +1,211 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
+)
+
+// connect opens a TCP connection to h within connect_timeout and counts it
+// as Envoy does: upstream_cx_total and upstream_cx_active from the start of
+// the attempt; on failure upstream_cx_connect_fail (and
+// upstream_cx_connect_timeout), upstream_cx_destroy, and active drops again.
+//
+// The attempt ends early when ctx is done (the error wraps ctx.Err() and is
+// not a connect failure) or when the cluster is removed.
+func (c *Cluster) connect(ctx context.Context, h *host) (*net.TCPConn, error) {
+	ap := *h.addr.Load()
+	c.st.cxTotal.Inc()
+	c.st.cxActive.Inc()
+	h.cxTotal.Add(1)
+	h.cxActive.Add(1)
+
+	dctx, cancel := context.WithTimeout(ctx, c.s.connectTimeout)
+	stop := context.AfterFunc(c.dialCtx, cancel)
+	nc, err := c.dialer.DialContext(dctx, "tcp", ap.String())
+	stop()
+	cancel()
+	if err == nil {
+		return nc.(*net.TCPConn), nil
+	}
+	c.connClosed(h)
+	addr := ap.String()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("upstream: cluster %q: connect to %s: %w", c.s.name, addr, ctx.Err())
+	}
+	c.st.cxConnectFail.Inc()
+	h.cxFail.Add(1)
+	switch {
+	case c.dialCtx.Err() != nil:
+		return nil, &ConnectError{ResetReason: ResetLocalConnectionFailure, Reason: "cluster removed", Host: addr, Err: err}
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		c.st.cxConnectTimeout.Inc()
+		return nil, &ConnectError{ResetReason: ResetConnectionTimeout, Host: addr, Err: err}
+	default:
+		return nil, &ConnectError{ResetReason: ResetRemoteConnectionFailure, Reason: transportFailureReason(err), Host: addr, Err: err}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// connClosed accounts for the end of a connection, or of a failed attempt.
+func (c *Cluster) connClosed(h *host) {
+	c.st.cxActive.Dec()
+	c.st.cxDestroy.Inc()
+	h.cxActive.Add(-1)
+}
+
+// Dial opens a new TCP connection to a host chosen by the cluster's
+// lb_policy, for an upgrade or a tunnel. These connections are never pooled.
+// It waits for the cluster's first DNS answers, then for at most
+// connect_timeout (or until ctx is done). Errors are ErrNoHealthyUpstream,
+// *ConnectError, or ctx's error wrapped.
+//
+// Dial does not count a request; call Conn.CountRequest when the connection
+// carries one (an HTTP upgrade), as opposed to plain TCP proxying.
+func (c *Cluster) Dial(ctx context.Context) (*Conn, error) {
+	h, err := c.chooseHost(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := c.connect(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{tc: tc, c: c, h: h}, nil
+}
+
+// Conn is a Dial'ed upstream connection. It implements net.Conn by
+// delegating to the *net.TCPConn, and counts as upstream_cx_active until
+// Close. Always close it through Conn.Close (not through TCP().Close), or
+// the stats never see the end.
+type Conn struct {
+	tc *net.TCPConn // immutable
+	c  *Cluster
+	h  *host
+
+	state atomic.Uint32 // connClosed and connCounted bits
+}
+
+const (
+	connClosedBit  = 1 << iota // Close has run
+	connCountedBit             // CountRequest has run
+)
+
+// TCP returns the raw connection, so that io.Copy between two
+// *net.TCPConn can use splice(2). Use it for I/O only; close the Conn.
+func (c *Conn) TCP() *net.TCPConn { return c.tc }
+
+// HostAddress is the "ip:port" the connection went to.
+func (c *Conn) HostAddress() string { return c.h.addr.Load().String() }
+
+// CountRequest counts the connection as one upstream request
+// (upstream_rq_total, and upstream_rq_active until Close), as Envoy does for
+// an upgrade or CONNECT stream. Calls after the first do nothing.
+func (c *Conn) CountRequest() {
+	for {
+		old := c.state.Load()
+		if old != 0 { // closed, or already counted
+			return
+		}
+		if c.state.CompareAndSwap(old, connCountedBit) {
+			break
+		}
+	}
+	c.c.st.rqTotal.Inc()
+	c.c.st.rqActive.Inc()
+	c.h.rqTotal.Add(1)
+	c.h.rqActive.Add(1)
+}
+
+// CountBytes adds bytes received from and sent to the upstream to
+// upstream_cx_rx_bytes_total and upstream_cx_tx_bytes_total, for callers
+// that copy through TCP() (Conn's own methods do not count, to keep splice).
+func (c *Conn) CountBytes(rx, tx int64) {
+	if rx > 0 {
+		c.c.st.cxRxBytes.Add(uint64(rx))
+	}
+	if tx > 0 {
+		c.c.st.cxTxBytes.Add(uint64(tx))
+	}
+}
+
+// Close closes the connection. It is idempotent: only the first call
+// closes and updates the stats; later calls return nil.
+func (c *Conn) Close() error {
+	var old uint32
+	for {
+		old = c.state.Load()
+		if old&connClosedBit != 0 {
+			return nil
+		}
+		if c.state.CompareAndSwap(old, old|connClosedBit) {
+			break
+		}
+	}
+	err := c.tc.Close()
+	c.c.connClosed(c.h)
+	if old&connCountedBit != 0 {
+		c.c.st.rqActive.Dec()
+		c.h.rqActive.Add(-1)
+	}
+	return err
+}
+
+// CloseWrite shuts down the sending side (a FIN to the upstream).
+func (c *Conn) CloseWrite() error { return c.tc.CloseWrite() }
+
+// CloseRead shuts down the reading side.
+func (c *Conn) CloseRead() error { return c.tc.CloseRead() }
+
+// Read implements net.Conn.
+func (c *Conn) Read(b []byte) (int, error) { return c.tc.Read(b) }
+
+// Write implements net.Conn.
+func (c *Conn) Write(b []byte) (int, error) { return c.tc.Write(b) }
+
+// ReadFrom implements io.ReaderFrom through the TCP connection, unwrapping
+// a *Conn source, so io.Copy into a Conn can splice.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if rc, ok := r.(*Conn); ok {
+		r = rc.tc
+	}
+	return c.tc.ReadFrom(r)
+}
+
+// WriteTo implements io.WriterTo through the TCP connection, unwrapping a
+// *Conn destination, so io.Copy out of a Conn can splice.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if wc, ok := w.(*Conn); ok {
+		w = wc.tc
+	}
+	return c.tc.WriteTo(w)
+}
+
+// LocalAddr implements net.Conn.
+func (c *Conn) LocalAddr() net.Addr { return c.tc.LocalAddr() }
+
+// RemoteAddr implements net.Conn.
+func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+
+// SetDeadline implements net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error { return c.tc.SetDeadline(t) }
+
+// SetReadDeadline implements net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.tc.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
+
+var (
+	_ net.Conn      = (*Conn)(nil)
+	_ io.ReaderFrom = (*Conn)(nil)
+	_ io.WriterTo   = (*Conn)(nil)
+)

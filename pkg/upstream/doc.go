@@ -1,0 +1,97 @@
+// Package upstream turns Envoy clusters (envoy.config.cluster.v3.Cluster)
+// into live clusters: endpoints, DNS resolution, load balancing, an
+// HTTP/1.1 connection pool with keep-alive reuse, and raw TCP dials for
+// upgrades and tunnels.
+//
+// # Place in the data flow
+//
+// snapshot compiles each cluster once through Manager.Add (or only checks it
+// with Compile for `hop --mode validate`). The router filter sends ordinary
+// requests with Cluster.RoundTrip; tunnel and tcpproxy open byte streams with
+// Cluster.Dial and splice the returned *net.TCPConn. admin lists clusters and
+// hosts through Manager.Clusters and Cluster.Hosts. The package imports only
+// pkg/stats, go-control-plane and the standard library.
+//
+// # Lifetime
+//
+// A Manager owns every Cluster. Adding a cluster whose proto is equal to the
+// one already registered under its name returns the existing Cluster, so its
+// pool and DNS state survive config pushes that do not change it. Adding a
+// changed cluster compiles the new one first (on error nothing changes), then
+// registers it and retires the old one: its DNS goroutines stop and its idle
+// pooled connections are closed, but requests in flight and connections from
+// Dial keep running — a config push never cuts an established tunnel. A
+// replaced Cluster still serves callers that hold it, with its last host
+// set. Removing a cluster (Manager.Remove, Manager.Close) does the same and
+// also makes its new connection attempts fail. Stats are keyed by the
+// cluster's stat name, so counters carry over between versions.
+//
+// # Supported Cluster fields
+//
+// Only the fields below may be set; any other populated field is rejected with
+// its path and "unsupported field" (ErrUnsupported), rather than being
+// silently ignored.
+//
+//   - name; alt_stat_name (the stat scope, as in Envoy); metadata (kept, unused).
+//   - type: STATIC (IP literals only, "malformed IP address" otherwise),
+//     STRICT_DNS (every address of every hostname is a host, re-resolved
+//     every dns_refresh_rate) and LOGICAL_DNS (exactly one lb_endpoint; new
+//     connections go to the first address of the latest answer). EDS,
+//     ORIGINAL_DST and custom cluster_type are not supported yet.
+//   - load_assignment: cluster_name; endpoints[].locality (reported, not used
+//     for balancing), load_balancing_weight (ignored without locality
+//     weighted balancing, as in Envoy), priority (must be 0),
+//     metadata; lb_endpoints[].endpoint.address.socket_address (TCP,
+//     address, port_value, ipv4_compat), endpoint.hostname,
+//     endpoint.health_check_config (accepted; there are no active health
+//     checks), health_status, load_balancing_weight, metadata;
+//     policy.overprovisioning_factor and policy.weighted_priority_health
+//     (accepted; there is a single priority).
+//   - lb_policy: ROUND_ROBIN (default; smooth weighted round robin when
+//     weights differ) and RANDOM (weighted). Others are unsupported.
+//   - common_lb_config.healthy_panic_threshold (default 50%, 0 disables):
+//     below it, as in Envoy, hosts are chosen regardless of health.
+//   - connect_timeout (default 5s); per_connection_buffer_limit_bytes
+//     (accepted, not applied); max_requests_per_connection.
+//   - circuit_breakers: accepted but NOT enforced.
+//   - common_http_protocol_options: idle_timeout (default 1h, 0 disables),
+//     max_requests_per_connection, max_response_headers_kb (default 60).
+//   - http_protocol_options (HTTP/1.1): enable_trailers, allow_chunked_length,
+//     accept_http_10, override_stream_error_on_invalid_http_message (all
+//     accepted; net/http already behaves that way or they are server-side).
+//   - http2_protocol_options: rejected, "HTTP/2 upstreams are not supported yet".
+//   - typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]:
+//     common_http_protocol_options as above; explicit_http_config or
+//     use_downstream_protocol_config with http_protocol_options only
+//     (http2/http3 options and auto_config are rejected as not supported yet).
+//   - transport_socket: envoy.transport_sockets.raw_buffer only.
+//   - dns_lookup_family (AUTO prefers IPv6 then IPv4, V4_PREFERRED the
+//     reverse, V4_ONLY, V6_ONLY, ALL), dns_refresh_rate (default 5s),
+//     dns_jitter, dns_failure_refresh_rate (exponential backoff from
+//     base_interval up to max_interval, default 10×base), respect_dns_ttl
+//     (accepted; net.Resolver does not expose TTLs, so dns_refresh_rate
+//     applies). When a lookup fails the last good addresses are kept.
+//   - upstream_connection_options.tcp_keepalive; upstream_bind_config
+//     source_address (address and port_value only).
+//   - wait_for_warm_on_init, cleanup_interval, protocol_selection,
+//     close_connections_on_host_health_failure, ignore_health_on_host_removal:
+//     accepted; they have no effect without health checks, EDS or HTTP/2.
+//
+// The deprecated v2 field `hosts` does not exist in the v3 message and is
+// rejected by the decoder before it gets here.
+//
+// # Stats
+//
+// Under cluster.<alt_stat_name or name>. (Prometheus tag envoy_cluster_name):
+// upstream_cx_total, upstream_cx_active, upstream_cx_connect_fail,
+// upstream_cx_connect_timeout, upstream_cx_destroy, upstream_cx_none_healthy,
+// upstream_cx_rx_bytes_total and upstream_cx_tx_bytes_total (pooled
+// connections; Dial'ed connections through Conn.CountBytes),
+// upstream_rq_total, upstream_rq_active, membership_total,
+// membership_healthy, membership_change, lb_healthy_panic. A connection
+// counts in upstream_cx_total and upstream_cx_active from the moment its
+// connect starts, as in Envoy, so a failed connect also counts once in
+// upstream_cx_destroy. RoundTrip counts requests itself; a Dial'ed
+// connection counts as a request only when the caller calls
+// Conn.CountRequest (upgrades do, plain TCP proxying does not, as in Envoy).
+package upstream

@@ -1,0 +1,180 @@
+package upstream
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// fieldSet lists the proto fields, by name, that may be set in a message.
+// A nil value accepts the field and everything inside it (its meaning is
+// checked, or deliberately ignored, by the compile code); a non-nil value
+// lists what may be set inside that message (or inside each element of a
+// repeated field or map).
+type fieldSet map[string]fieldSet
+
+// http1Fields are the Http1ProtocolOptions an HTTP/1.1 client may carry:
+// net/http already accepts trailers and chunked framing, and the others
+// only affect servers.
+var http1Fields = fieldSet{
+	"enable_trailers":      nil,
+	"allow_chunked_length": nil,
+	"accept_http_10":       nil,
+	"override_stream_error_on_invalid_http_message": nil,
+}
+
+// commonHTTPFields are the core.v3.HttpProtocolOptions hop applies.
+var commonHTTPFields = fieldSet{
+	"idle_timeout":                nil,
+	"max_requests_per_connection": nil,
+	"max_response_headers_kb":     nil,
+}
+
+// clusterFields is every Cluster field hop supports; see the package doc.
+var clusterFields = fieldSet{
+	"name":                              nil,
+	"alt_stat_name":                     nil,
+	"type":                              nil, // checked in compile
+	"connect_timeout":                   nil,
+	"per_connection_buffer_limit_bytes": nil,
+	"lb_policy":                         nil, // checked in compile
+	"load_assignment": {
+		"cluster_name": nil,
+		"endpoints": {
+			"locality":              nil,
+			"metadata":              nil,
+			"load_balancing_weight": nil,
+			"priority":              nil, // checked in compile
+			"lb_endpoints": {
+				"endpoint": {
+					"address": {
+						"socket_address": {
+							"protocol":    nil, // checked in compile
+							"address":     nil,
+							"port_value":  nil,
+							"ipv4_compat": nil,
+						},
+					},
+					"hostname":            nil,
+					"health_check_config": nil,
+				},
+				"health_status":         nil,
+				"metadata":              nil,
+				"load_balancing_weight": nil,
+			},
+		},
+		"policy": {
+			"overprovisioning_factor":  nil,
+			"weighted_priority_health": nil,
+		},
+	},
+	"max_requests_per_connection":      nil,
+	"circuit_breakers":                 nil, // accepted, not enforced
+	"common_http_protocol_options":     commonHTTPFields,
+	"http_protocol_options":            http1Fields,
+	"http2_protocol_options":           nil, // rejected in compile with its own message
+	"typed_extension_protocol_options": nil, // checked in compile
+	"dns_refresh_rate":                 nil,
+	"dns_jitter":                       nil,
+	"dns_failure_refresh_rate":         nil,
+	"respect_dns_ttl":                  nil,
+	"dns_lookup_family":                nil,
+	"wait_for_warm_on_init":            nil,
+	"cleanup_interval":                 nil,
+	"upstream_bind_config": {
+		"source_address": {
+			"address":    nil,
+			"port_value": nil,
+		},
+	},
+	"common_lb_config": {
+		"healthy_panic_threshold": nil,
+	},
+	"transport_socket":   nil, // checked in compile
+	"metadata":           nil,
+	"protocol_selection": nil,
+	"upstream_connection_options": {
+		"tcp_keepalive": nil,
+	},
+	"close_connections_on_host_health_failure": nil,
+	"ignore_health_on_host_removal":            nil,
+}
+
+// httpOptionsFields is what hop supports inside
+// envoy.extensions.upstreams.http.v3.HttpProtocolOptions. The HTTP/2 and
+// HTTP/3 members are accepted here and rejected by compile with a clearer
+// message.
+var httpOptionsFields = fieldSet{
+	"common_http_protocol_options": commonHTTPFields,
+	"explicit_http_config": {
+		"http_protocol_options":  http1Fields,
+		"http2_protocol_options": nil,
+		"http3_protocol_options": nil,
+	},
+	"use_downstream_protocol_config": {
+		"http_protocol_options":  http1Fields,
+		"http2_protocol_options": nil,
+		"http3_protocol_options": nil,
+	},
+	"auto_config": nil,
+}
+
+// checkFields returns an error naming the first populated field of m (in
+// field-number order, depth first) that allowed does not list.
+func checkFields(m protoreflect.Message, allowed fieldSet, path string) error {
+	var fds []protoreflect.FieldDescriptor
+	m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		fds = append(fds, fd)
+		return true
+	})
+	sort.Slice(fds, func(i, j int) bool { return fds[i].Number() < fds[j].Number() })
+	for _, fd := range fds {
+		name := string(fd.Name())
+		p := joinPath(path, name)
+		sub, ok := allowed[name]
+		if !ok {
+			return fmt.Errorf("%s: %w", p, ErrUnsupported)
+		}
+		if sub == nil {
+			continue
+		}
+		v := m.Get(fd)
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				if err := checkFields(l.Get(i).Message(), sub, p+"["+strconv.Itoa(i)+"]"); err != nil {
+					return err
+				}
+			}
+		case fd.IsMap():
+			var keys []string
+			vals := map[string]protoreflect.Message{}
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				keys = append(keys, k.String())
+				vals[k.String()] = mv.Message()
+				return true
+			})
+			sort.Strings(keys)
+			for _, k := range keys {
+				if err := checkFields(vals[k], sub, p+"["+strconv.Quote(k)+"]"); err != nil {
+					return err
+				}
+			}
+		case fd.Message() != nil:
+			if err := checkFields(v.Message(), sub, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}

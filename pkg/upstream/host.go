@@ -1,0 +1,130 @@
+package upstream
+
+import (
+	"net/netip"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// host is one upstream endpoint: for STATIC and STRICT_DNS one address, for
+// LOGICAL_DNS the single logical host whose address follows DNS.
+//
+// The identity fields are immutable after newHost; the counters are atomics
+// written on the hot path. A host survives re-resolutions that keep its
+// address, so its counters do too.
+type host struct {
+	// key is the pool key and the address RoundTrip puts in URL.Host:
+	// "ip:port", or "hostname:port" for a LOGICAL_DNS host, whose pooled
+	// connections stay on the address they were opened to.
+	key      string
+	hostname string // endpoint.hostname
+	weight   uint32
+	health   corev3.HealthStatus
+	locality *corev3.Locality
+
+	// addr is where new connections go. Fixed except for LOGICAL_DNS, where
+	// the resolver goroutine stores each new first answer.
+	addr atomic.Pointer[netip.AddrPort]
+
+	cxActive, rqActive atomic.Int64
+	cxTotal, cxFail    atomic.Uint64
+	rqTotal            atomic.Uint64
+}
+
+func newHost(key string, ap netip.AddrPort, ep *endpointSpec) *host {
+	h := &host{key: key, hostname: ep.hostname, weight: ep.weight, health: ep.health, locality: ep.locality}
+	h.addr.Store(&ap)
+	return h
+}
+
+// usable reports whether the host takes traffic outside panic mode: Envoy
+// excludes hosts whose EDS health status is UNHEALTHY, DRAINING or TIMEOUT.
+func (h *host) healthy() bool {
+	return h.health == corev3.HealthStatus_UNKNOWN || h.health == corev3.HealthStatus_HEALTHY
+}
+
+// HostInfo describes one host for admin's /clusters.
+type HostInfo struct {
+	// Address is the "ip:port" new connections go to.
+	Address string
+	// Hostname is the endpoint's hostname field, or the DNS name it was
+	// resolved from.
+	Hostname string
+	// Weight is the endpoint's load_balancing_weight (default 1).
+	Weight uint32
+	// HealthStatus is the configured core.v3.HealthStatus ("UNKNOWN",
+	// "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED").
+	HealthStatus string
+	// Healthy reports whether the host is chosen outside panic mode.
+	Healthy bool
+	// Region, Zone and SubZone come from the endpoint's locality.
+	Region, Zone, SubZone string
+
+	CxActive      int64  // open connections (pooled and Dial'ed)
+	CxTotal       uint64 // connections attempted
+	CxConnectFail uint64 // connection attempts that failed
+	RqActive      int64  // requests in flight
+	RqTotal       uint64 // requests sent
+}
+
+func (h *host) info() HostInfo {
+	hi := HostInfo{
+		Address:       h.addr.Load().String(),
+		Hostname:      h.hostname,
+		Weight:        h.weight,
+		HealthStatus:  h.health.String(),
+		Healthy:       h.healthy(),
+		Region:        h.locality.GetRegion(),
+		Zone:          h.locality.GetZone(),
+		SubZone:       h.locality.GetSubZone(),
+		CxActive:      h.cxActive.Load(),
+		CxTotal:       h.cxTotal.Load(),
+		CxConnectFail: h.cxFail.Load(),
+		RqActive:      h.rqActive.Load(),
+		RqTotal:       h.rqTotal.Load(),
+	}
+	return hi
+}
+
+// hostSet is one published view of a cluster's hosts. Immutable once
+// built, except for the picker's own balancing state.
+type hostSet struct {
+	hosts   []*host          // every host, configuration order
+	byKey   map[string]*host // pool key → host, for the pool's dialer
+	healthy int              // hosts with healthy()
+	panic   bool             // too few healthy hosts: pick ignores health
+	pick    picker           // nil when there is nothing to choose
+}
+
+// newHostSet builds the view, deciding panic mode as Envoy's
+// LoadBalancerBase::isHostSetInPanic does for a single priority: the
+// percentage of healthy plus degraded hosts is below the threshold.
+// Outside panic mode healthy hosts are used, or degraded ones when there is
+// no healthy host (Envoy's finer degraded spill-over is not modelled).
+func newHostSet(hosts []*host, lb lbKind, panicThreshold float64) *hostSet {
+	hs := &hostSet{hosts: hosts, byKey: make(map[string]*host, len(hosts))}
+	var healthy, degraded []*host
+	for _, h := range hosts {
+		if _, dup := hs.byKey[h.key]; !dup {
+			hs.byKey[h.key] = h
+		}
+		switch {
+		case h.healthy():
+			healthy = append(healthy, h)
+		case h.health == corev3.HealthStatus_DEGRADED:
+			degraded = append(degraded, h)
+		}
+	}
+	hs.healthy = len(healthy)
+	candidates := healthy
+	if len(hosts) > 0 && float64(len(healthy)+len(degraded))*100/float64(len(hosts)) < panicThreshold {
+		hs.panic, candidates = true, hosts
+	} else if len(candidates) == 0 {
+		candidates = degraded
+	}
+	if len(candidates) > 0 {
+		hs.pick = newPicker(lb, candidates)
+	}
+	return hs
+}
