@@ -53,7 +53,7 @@ func TestLocalReplies(t *testing.T) {
 	t.Run("503 connect failure", func(t *testing.T) {
 		h := startHop(t, cfg{upstreamPort: freePort(t)}.String())
 		res, body := get(t, "http://"+h.addr("l")+"/")
-		if res.StatusCode != 503 || !strings.HasPrefix(body, "upstream connect error or disconnect/reset before headers. reset reason: connection failure") {
+		if res.StatusCode != 503 || !strings.HasPrefix(body, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure") {
 			t.Fatalf("%d %q", res.StatusCode, body)
 		}
 		if h.stat("cluster.up.upstream_cx_connect_fail") != 1 || h.stat("http.t.downstream_rq_5xx") != 1 {

@@ -57,6 +57,10 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	upgradeType := tunnel.Classify(r.Method, r.Header, cfg.ignoreUp)
+	if upgradeType != "" {
+		s.raw = newRawWriter(w)
+		rw.ResponseWriter = s.raw
+	}
 	s.mutateRequest(r, upgradeType != "")
 
 	rreq := router.Request{Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(), Header: r.Header, IsConnect: r.Method == http.MethodConnect}

@@ -1,8 +1,8 @@
 package hcm
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -29,6 +29,8 @@ type stream struct {
 	mgr *Manager
 	rw  *responseWriter
 
+	raw *rawWriter // the writer of an upgrade request (nil otherwise)
+
 	upgradeCounted bool // downstream_cx_upgrades_active was incremented
 	tunnelStarted  bool // a tunnel owns the end-of-stream accounting now
 }
@@ -37,6 +39,9 @@ type stream struct {
 func (s *stream) finish() {
 	if s.tunnelStarted {
 		return
+	}
+	if s.raw != nil && s.raw.finish() {
+		s.releaseConn()
 	}
 	st := s.cfg.stats
 	st.rqActive.Dec()
@@ -139,44 +144,51 @@ func (s *stream) setServer(h http.Header) {
 
 // StartTunnel writes the upstream's 101 downstream and splices.
 func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
-	down, err := tunnel.HijackH1(s.rw.ResponseWriter)
+	down, err := s.raw.conn()
 	if err != nil {
 		up.Conn.Close()
 		return err
 	}
 	res := up.Response
 	s.PrepareResponse(fs, res.Header)
-	if res.Header.Get("Date") == "" {
-		res.Header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	for k, v := range res.Header {
+		s.raw.hdr[k] = v
 	}
-	bw := bufio.NewWriterSize(down.Conn, 1024)
-	tunnel.WriteResponseHead(bw, res.StatusCode, res.Header)
+	s.raw.WriteHeader(res.StatusCode)
 	if len(up.Buffered) > 0 {
-		bw.Write(up.Buffered) // what the upstream sent right behind its 101
-	}
-	if err := bw.Flush(); err != nil {
-		up.Conn.Close()
-		down.Conn.Close()
-		s.rw.status = res.StatusCode
-		s.releaseConn()
-		return fmt.Errorf("hcm: write upgrade response: %w", err)
+		s.raw.bw.Write(up.Buffered) // what the upstream sent right behind its 101
 	}
 	s.rw.status = res.StatusCode
+	s.cfg.stats.countStatus(res.StatusCode) // charged when the head is sent, as Envoy does
+	if err := s.raw.bw.Flush(); err != nil || s.raw.err != nil {
+		up.Conn.Close()
+		down.Conn.Close()
+		s.tunnelStarted = true // accounted below, not by finish
+		s.endStream()
+		s.releaseConn()
+		return fmt.Errorf("hcm: write upgrade response: %w", errors.Join(err, s.raw.err))
+	}
 	s.tunnelStarted = true
 	st := s.cfg.stats
-	st.countStatus(res.StatusCode)
 	_, idle := s.Timeouts(fs)
 	track := connTrackFrom(fs.Req.Context())
 	s.mgr.env.Tunnels.Go(down.Conn, up.Conn, down.Buffered, nil, tunnel.Options{IdleTimeout: idle}, func(r tunnel.Result) {
 		if r.Cause == tunnel.CauseIdleTimeout {
 			st.rqIdleTimeout.Inc()
 		}
-		st.upgradesActive.Dec()
-		st.rqActive.Dec()
-		st.rqCompleted.Inc()
+		s.endStream()
 		track.release()
 	})
 	return nil
+}
+
+// endStream does the end-of-stream accounting of a stream whose tunnel
+// started.
+func (s *stream) endStream() {
+	st := s.cfg.stats
+	st.upgradesActive.Dec()
+	st.rqActive.Dec()
+	st.rqCompleted.Inc()
 }
 
 func (s *stream) releaseConn() {

@@ -9,8 +9,13 @@ import (
 
 // peekedConn replays bytes read while sniffing before reading the socket.
 type peekedConn struct {
-	*net.TCPConn
-	buf []byte
+	net.Conn // always a *net.TCPConn
+	tcp      *net.TCPConn
+	buf      []byte
+}
+
+func newPeeked(c *net.TCPConn, buf []byte) *peekedConn {
+	return &peekedConn{Conn: c, tcp: c, buf: buf}
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) {
@@ -19,8 +24,11 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 		c.buf = c.buf[n:]
 		return n, nil
 	}
-	return c.TCPConn.Read(p)
+	return c.tcp.Read(p)
 }
+
+// CloseWrite half-closes the connection.
+func (c *peekedConn) CloseWrite() error { return c.tcp.CloseWrite() }
 
 // TCPConn hands the raw connection to tunnel.Splice once the replayed bytes
 // are consumed (tunnel.Unwrapper).
@@ -28,7 +36,7 @@ func (c *peekedConn) TCPConn() *net.TCPConn {
 	if len(c.buf) > 0 {
 		return nil
 	}
-	return c.TCPConn
+	return c.tcp
 }
 
 // recorder records what crypto/tls reads and refuses to write.
@@ -55,18 +63,18 @@ func sniffTLS(c *net.TCPConn, timeout time.Duration) (net.Conn, string, string, 
 	defer c.SetReadDeadline(time.Time{})
 	first := make([]byte, 1)
 	if _, err := c.Read(first); err != nil {
-		return &peekedConn{TCPConn: c}, "raw_buffer", "", nil
+		return newPeeked(c, nil), "raw_buffer", "", nil
 	}
 	if first[0] != 0x16 { // not a TLS handshake record
-		return &peekedConn{TCPConn: c, buf: first}, "raw_buffer", "", nil
+		return newPeeked(c, first), "raw_buffer", "", nil
 	}
-	rec := &recorder{Conn: &peekedConn{TCPConn: c, buf: first}}
+	rec := &recorder{Conn: newPeeked(c, first)}
 	var hello *tls.ClientHelloInfo
 	tls.Server(rec, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 		hello = h
 		return nil, errSniffDone
 	}}).Handshake()
-	pc := &peekedConn{TCPConn: c, buf: rec.got}
+	pc := newPeeked(c, rec.got)
 	if hello == nil {
 		return pc, "raw_buffer", "", nil
 	}

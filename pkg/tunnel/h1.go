@@ -110,13 +110,17 @@ func WriteRequestHead(w *bufio.Writer, req *http.Request) error {
 }
 
 // WriteResponseHead writes an HTTP/1.1 status line and headers.
-func WriteResponseHead(w *bufio.Writer, status int, h http.Header) error {
+// Transfer-Encoding is written only when chunked is true.
+func WriteResponseHead(w *bufio.Writer, status int, h http.Header, chunked bool) error {
 	w.WriteString("HTTP/1.1 ")
 	w.WriteString(strconv.Itoa(status))
 	w.WriteByte(' ')
 	w.WriteString(http.StatusText(status))
 	w.WriteString("\r\n")
 	writeHeader(w, h, "Transfer-Encoding")
+	if chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
 	_, err := w.WriteString("\r\n")
 	return err
 }

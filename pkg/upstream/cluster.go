@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,7 @@ import (
 type clusterStats struct {
 	cxTotal, cxConnectFail, cxConnectTimeout, cxDestroy, cxNoneHealthy *stats.Counter
 	cxRxBytes, cxTxBytes                                               *stats.Counter
-	rqTotal                                                            *stats.Counter
+	rqTotal, rqTimeout                                                 *stats.Counter
 	membershipChange, lbHealthyPanic                                   *stats.Counter
 	cxActive, rqActive, membershipTotal, membershipHealthy             *stats.Gauge
 }
@@ -35,6 +34,7 @@ func newClusterStats(st *stats.Store, name string) clusterStats {
 		cxRxBytes:         sc.Counter("upstream_cx_rx_bytes_total"),
 		cxTxBytes:         sc.Counter("upstream_cx_tx_bytes_total"),
 		rqTotal:           sc.Counter("upstream_rq_total"),
+		rqTimeout:         sc.Counter("upstream_rq_timeout"),
 		membershipChange:  sc.Counter("membership_change"),
 		lbHealthyPanic:    sc.Counter("lb_healthy_panic"),
 		cxActive:          sc.Gauge("upstream_cx_active"),
@@ -48,13 +48,12 @@ func newClusterStats(st *stats.Store, name string) clusterStats {
 // Create it with Manager.Add.
 type Cluster struct {
 	// Immutable after newCluster.
-	proto     *clusterv3.Cluster
-	s         *settings
-	log       *slog.Logger
-	st        clusterStats
-	resolve   Resolver
-	dialer    net.Dialer
-	transport *http.Transport // the HTTP/1.1 pool; its DialContext is dialPooled
+	proto   *clusterv3.Cluster
+	s       *settings
+	log     *slog.Logger
+	st      clusterStats
+	resolve Resolver
+	dialer  net.Dialer
 
 	// Lifetime. ctx ends DNS resolution and is cancelled by retire; wg
 	// counts DNS goroutines. dialCtx ends connection attempts and is
@@ -75,9 +74,8 @@ type Cluster struct {
 	set atomic.Pointer[hostSet]
 
 	mu      sync.Mutex   // serialises host set rebuilds; guards the fields below
-	targets []*dnsTarget // DNS names (STRICT_DNS, LOGICAL_DNS), config order
-	static  []*host      // hosts with IP-literal addresses
-	waiting int          // targets still waiting for their first answer
+	targets []*dnsTarget // one per lb_endpoint, config order
+	waiting int          // DNS targets still waiting for their first answer
 }
 
 func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.Logger, resolve Resolver) *Cluster {
@@ -86,31 +84,30 @@ func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.L
 	c := &Cluster{
 		dialCtx:    dialCtx,
 		dialCancel: dialCancel,
-		proto:   pb,
-		s:       s,
-		log:     log.With("cluster", s.name),
-		st:      newClusterStats(st, s.statName),
-		resolve: resolve,
-		ctx:     ctx,
-		cancel:  cancel,
-		ready:   make(chan struct{}),
+		proto:      pb,
+		s:          s,
+		log:        log.With("cluster", s.name),
+		st:         newClusterStats(st, s.statName),
+		resolve:    resolve,
+		ctx:        ctx,
+		cancel:     cancel,
+		ready:      make(chan struct{}),
 	}
 	// KeepAlive -1: no TCP keep-alive unless tcp_keepalive enables it, as in Envoy.
 	c.dialer = net.Dialer{KeepAlive: -1, KeepAliveConfig: s.keepAlive}
 	if s.localAddr != nil { // a typed nil *net.TCPAddr would not be a nil net.Addr
 		c.dialer.LocalAddr = s.localAddr
 	}
-	c.transport = newTransport(c)
 	for i := range s.endpoints {
-		ep := &s.endpoints[i]
-		if ep.ip.IsValid() {
-			ap := netip.AddrPortFrom(ep.ip, ep.port)
-			c.static = append(c.static, newHost(ap.String(), ap, ep))
-			continue
+		t := &dnsTarget{spec: &s.endpoints[i]}
+		if ip := t.spec.ip; ip.IsValid() { // an IP literal needs no resolution
+			ap := netip.AddrPortFrom(ip, t.spec.port)
+			t.hosts = []*host{c.newHost(ap.String(), ap, t.spec)}
+		} else {
+			c.waiting++
 		}
-		c.targets = append(c.targets, &dnsTarget{spec: ep})
+		c.targets = append(c.targets, t)
 	}
-	c.waiting = len(c.targets)
 	c.mu.Lock()
 	c.publishLocked()
 	c.mu.Unlock()
@@ -123,13 +120,15 @@ func (c *Cluster) start() {
 	c.mu.Lock()
 	c.publishLocked() // the gauges may have been written by a retired predecessor
 	c.mu.Unlock()
-	if len(c.targets) == 0 {
+	if c.waiting == 0 {
 		close(c.ready)
 		return
 	}
 	for _, t := range c.targets {
-		c.wg.Add(1)
-		go c.resolveLoop(t)
+		if !t.spec.ip.IsValid() {
+			c.wg.Add(1)
+			go c.resolveLoop(t)
+		}
 	}
 }
 
@@ -145,20 +144,39 @@ func (c *Cluster) retire(removed bool) {
 	}
 	c.cancel()
 	c.wg.Wait()
-	c.transport.CloseIdleConnections()
+	for _, h := range c.set.Load().hosts {
+		h.removed.Store(true)
+		h.pool.CloseIdleConnections()
+	}
 }
 
-// publishLocked rebuilds and publishes the host set from the static hosts
-// and every target's current hosts. Callers hold mu.
+// newHost makes a host with its connection pool.
+func (c *Cluster) newHost(key string, ap netip.AddrPort, ep *endpointSpec) *host {
+	h := newHost(key, ap, ep)
+	h.pool = c.newPool(h)
+	return h
+}
+
+// publishLocked rebuilds and publishes the host set from every target's
+// current hosts. Callers hold mu.
 func (c *Cluster) publishLocked() {
-	hosts := make([]*host, 0, len(c.static))
-	hosts = append(hosts, c.static...)
+	hosts := make([]*host, 0, len(c.targets))
 	for _, t := range c.targets {
 		hosts = append(hosts, t.hosts...)
 	}
 	hs := newHostSet(hosts, c.s.lb, c.s.panicThreshold)
 	if old := c.set.Swap(hs); old != nil && !sameHosts(old.hosts, hosts) {
 		c.st.membershipChange.Inc()
+		kept := make(map[*host]bool, len(hosts))
+		for _, h := range hosts {
+			kept[h] = true
+		}
+		for _, h := range old.hosts {
+			if !kept[h] { // Envoy drains a removed host's pool
+				h.removed.Store(true)
+				h.pool.CloseIdleConnections()
+			}
+		}
 	}
 	c.st.membershipTotal.Set(int64(len(hosts)))
 	c.st.membershipHealthy.Set(int64(hs.healthy))
@@ -198,6 +216,10 @@ func (c *Cluster) chooseHost(ctx context.Context) (*host, error) {
 	}
 	return hs.pick.pick(), nil
 }
+
+// CountTimeout counts one upstream_rq_timeout: the router's route timeout
+// fired on a request to this cluster (Envoy counts it in the router).
+func (c *Cluster) CountTimeout() { c.st.rqTimeout.Inc() }
 
 // Name is the cluster's name.
 func (c *Cluster) Name() string { return c.s.name }

@@ -60,9 +60,11 @@ func TestCompileErrors(t *testing.T) {
 		isUnsup bool
 	}{
 		{
-			name:    "static hostname",
-			cluster: with(func(c *clusterv3.Cluster) { c.LoadAssignment.Endpoints[0].LbEndpoints[1] = lbEndpoint("example.com", 80) }),
-			want:    `upstream: cluster "c": load_assignment.endpoints[0].lb_endpoints[1].endpoint.address: malformed IP address: example.com`,
+			name: "static hostname",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.LoadAssignment.Endpoints[0].LbEndpoints[1] = lbEndpoint("example.com", 80)
+			}),
+			want: `upstream: cluster "c": load_assignment.endpoints[0].lb_endpoints[1].endpoint.address: malformed IP address: example.com`,
 		},
 		{
 			name:    "unsupported top-level field",
@@ -109,8 +111,10 @@ func TestCompileErrors(t *testing.T) {
 			isUnsup: true,
 		},
 		{
-			name:    "original dst",
-			cluster: with(func(c *clusterv3.Cluster) { c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST} }),
+			name: "original dst",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+			}),
 			want:    `upstream: cluster "c": type: ORIGINAL_DST clusters: unsupported field`,
 			isUnsup: true,
 		},

@@ -22,7 +22,8 @@ type Resolver func(ctx context.Context, network, host string) ([]netip.Addr, err
 // dnsQueryTimeout bounds one lookup.
 const dnsQueryTimeout = 5 * time.Second
 
-// dnsTarget is one hostname of a STRICT_DNS or LOGICAL_DNS cluster.
+// dnsTarget is one lb_endpoint. An IP literal has its host from the start;
+// a hostname (STRICT_DNS, LOGICAL_DNS) gets hosts from a resolveLoop.
 type dnsTarget struct {
 	spec  *endpointSpec // immutable
 	hosts []*host       // current hosts from the last good answer; guarded by Cluster.mu
@@ -44,8 +45,12 @@ func (c *Cluster) resolveLoop(t *dnsTarget) {
 		}
 		if err != nil {
 			failures++
-			c.log.Warn("dns resolution failed; keeping the last good hosts",
-				"hostname", t.spec.address, "error", err)
+			level := slog.LevelDebug
+			if failures == 1 { // warn once per run of failures
+				level = slog.LevelWarn
+			}
+			c.log.Log(c.ctx, level, "dns resolution failed; keeping the last good hosts",
+				"hostname", t.spec.address, "failures", failures, "error", err)
 		} else {
 			failures = 0
 			c.applyAnswer(t, addrs)
@@ -172,7 +177,7 @@ func (c *Cluster) applyAnswer(t *dnsTarget, addrs []netip.Addr) {
 			return
 		}
 		key := net.JoinHostPort(t.spec.address, strconv.Itoa(int(t.spec.port)))
-		t.hosts = []*host{newHostFromDNS(key, ap, t.spec)}
+		t.hosts = []*host{c.newHostFromDNS(key, ap, t.spec)}
 		c.publishLocked()
 		return
 	}
@@ -186,12 +191,12 @@ func (c *Cluster) applyAnswer(t *dnsTarget, addrs []netip.Addr) {
 		key := ap.String()
 		h := old[key]
 		if h == nil {
-			h = newHostFromDNS(key, ap, t.spec)
+			h = c.newHostFromDNS(key, ap, t.spec)
 		}
 		hosts = append(hosts, h)
 	}
-	if sameHosts(t.hosts, hosts) {
-		return
+	if sameHostSet(t.hosts, hosts) {
+		return // the same addresses, perhaps reordered: nothing changed
 	}
 	t.hosts = hosts
 	c.publishLocked()
@@ -202,8 +207,8 @@ func (c *Cluster) applyAnswer(t *dnsTarget, addrs []netip.Addr) {
 
 // newHostFromDNS makes a host for a resolved address; without an explicit
 // endpoint.hostname, the DNS name is reported as the hostname.
-func newHostFromDNS(key string, ap netip.AddrPort, spec *endpointSpec) *host {
-	h := newHost(key, ap, spec)
+func (c *Cluster) newHostFromDNS(key string, ap netip.AddrPort, spec *endpointSpec) *host {
+	h := c.newHost(key, ap, spec)
 	if h.hostname == "" {
 		h.hostname = spec.address
 	}
@@ -212,4 +217,21 @@ func newHostFromDNS(key string, ap netip.AddrPort, spec *endpointSpec) *host {
 
 func defaultResolver(ctx context.Context, network, host string) ([]netip.Addr, error) {
 	return net.DefaultResolver.LookupNetIP(ctx, network, host)
+}
+
+// sameHostSet reports whether a and b hold the same hosts in any order.
+func sameHostSet(a, b []*host) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := make(map[*host]bool, len(a))
+	for _, h := range a {
+		in[h] = true
+	}
+	for _, h := range b {
+		if !in[h] {
+			return false
+		}
+	}
+	return true
 }

@@ -70,7 +70,11 @@
 //     dns_jitter, dns_failure_refresh_rate (exponential backoff from
 //     base_interval up to max_interval, default 10×base), respect_dns_ttl
 //     (accepted; net.Resolver does not expose TTLs, so dns_refresh_rate
-//     applies). When a lookup fails the last good addresses are kept.
+//     applies). When a lookup fails the last good addresses are kept; an
+//     authoritative "no such host" is an empty answer, as Envoy treats
+//     NXDOMAIN/NODATA. Hosts that leave an answer have their idle pooled
+//     connections closed. Until every hostname has had its first answer,
+//     RoundTrip and Dial wait (Cluster.Ready), in place of Envoy's warming.
 //   - upstream_connection_options.tcp_keepalive; upstream_bind_config
 //     source_address (address and port_value only).
 //   - wait_for_warm_on_init, cleanup_interval, protocol_selection,
@@ -87,7 +91,8 @@
 // upstream_cx_connect_timeout, upstream_cx_destroy, upstream_cx_none_healthy,
 // upstream_cx_rx_bytes_total and upstream_cx_tx_bytes_total (pooled
 // connections; Dial'ed connections through Conn.CountBytes),
-// upstream_rq_total, upstream_rq_active, membership_total,
+// upstream_rq_total, upstream_rq_active, upstream_rq_timeout (counted by
+// the caller through Cluster.CountTimeout), membership_total,
 // membership_healthy, membership_change, lb_healthy_panic. A connection
 // counts in upstream_cx_total and upstream_cx_active from the moment its
 // connect starts, as in Envoy, so a failed connect also counts once in

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"net/http"
 	"net/netip"
 	"sync/atomic"
 
@@ -27,11 +28,19 @@ type host struct {
 	// the resolver goroutine stores each new first answer.
 	addr atomic.Pointer[netip.AddrPort]
 
+	// pool is the host's HTTP/1.1 connection pool (nil only in unit tests of
+	// the load balancer). removed is set when the host leaves the cluster's
+	// host set (or the cluster is retired): its idle connections are closed
+	// then, and again whenever one of its requests ends.
+	pool    *http.Transport
+	removed atomic.Bool
+
 	cxActive, rqActive atomic.Int64
 	cxTotal, cxFail    atomic.Uint64
 	rqTotal            atomic.Uint64
 }
 
+// newHost makes a host without a pool; Cluster.newHost adds one.
 func newHost(key string, ap netip.AddrPort, ep *endpointSpec) *host {
 	h := &host{key: key, hostname: ep.hostname, weight: ep.weight, health: ep.health, locality: ep.locality}
 	h.addr.Store(&ap)
@@ -90,11 +99,10 @@ func (h *host) info() HostInfo {
 // hostSet is one published view of a cluster's hosts. Immutable once
 // built, except for the picker's own balancing state.
 type hostSet struct {
-	hosts   []*host          // every host, configuration order
-	byKey   map[string]*host // pool key → host, for the pool's dialer
-	healthy int              // hosts with healthy()
-	panic   bool             // too few healthy hosts: pick ignores health
-	pick    picker           // nil when there is nothing to choose
+	hosts   []*host // every host, configuration order
+	healthy int     // hosts with healthy()
+	panic   bool    // too few healthy hosts: pick ignores health
+	pick    picker  // nil when there is nothing to choose
 }
 
 // newHostSet builds the view, deciding panic mode as Envoy's
@@ -103,12 +111,9 @@ type hostSet struct {
 // Outside panic mode healthy hosts are used, or degraded ones when there is
 // no healthy host (Envoy's finer degraded spill-over is not modelled).
 func newHostSet(hosts []*host, lb lbKind, panicThreshold float64) *hostSet {
-	hs := &hostSet{hosts: hosts, byKey: make(map[string]*host, len(hosts))}
+	hs := &hostSet{hosts: hosts}
 	var healthy, degraded []*host
 	for _, h := range hosts {
-		if _, dup := hs.byKey[h.key]; !dup {
-			hs.byKey[h.key] = h
-		}
 		switch {
 		case h.healthy():
 			healthy = append(healthy, h)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -17,43 +16,29 @@ import (
 // Envoy's default circuit-breaker max_connections.
 const maxIdlePerHost = 1024
 
-// newTransport builds the cluster's HTTP/1.1 pool: net/http's Transport,
-// keyed by host (URL.Host is the host's key), dialling through dialPooled.
-// It never proxies (Proxy is nil), never asks for gzip, and speaks HTTP/1.1
-// only.
-func newTransport(c *Cluster) *http.Transport {
+// newPool builds h's HTTP/1.1 pool: net/http's Transport, dialling h
+// through connect. It never proxies (Proxy is nil), never asks for gzip,
+// and speaks HTTP/1.1 only. The dial context net/http passes is already
+// detached from the request's cancellation (the connection may serve a later
+// request); connect still stops at connect_timeout or when the cluster is
+// removed.
+func (c *Cluster) newPool(h *host) *http.Transport {
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
 	return &http.Transport{
-		DialContext:            c.dialPooled,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			tc, err := c.connect(ctx, h)
+			if err != nil {
+				return nil, err
+			}
+			return &poolConn{tc: tc, c: c, h: h}, nil
+		},
 		DisableCompression:     true,
 		MaxIdleConnsPerHost:    maxIdlePerHost,
 		IdleConnTimeout:        c.s.idleTimeout,
 		MaxResponseHeaderBytes: c.s.maxResponseHeaders,
 		Protocols:              protos,
 	}
-}
-
-// dialPooled is the pool's DialContext: addr is a host key. The dial context
-// net/http passes is already detached from the request's cancellation (the
-// connection may serve a later request); connect still stops at
-// connect_timeout or when the cluster is removed.
-func (c *Cluster) dialPooled(ctx context.Context, _, addr string) (net.Conn, error) {
-	h := c.set.Load().byKey[addr]
-	if h == nil {
-		// The host left the set between chooseHost and this dial: still
-		// dial it, accounting the connection to a detached host.
-		ap, err := netip.ParseAddrPort(addr)
-		if err != nil {
-			return nil, &ConnectError{ResetReason: ResetLocalConnectionFailure, Reason: "host removed", Host: addr, Err: err}
-		}
-		h = newHost(addr, ap, &endpointSpec{weight: 1})
-	}
-	tc, err := c.connect(ctx, h)
-	if err != nil {
-		return nil, err
-	}
-	return &poolConn{tc: tc, c: c, h: h}, nil
 }
 
 // RoundTrip sends an HTTP/1.1 request to a host chosen by the cluster's
@@ -99,7 +84,7 @@ func (c *Cluster) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	c.st.rqActive.Inc()
 	h.rqActive.Add(1)
-	resp, err := c.transport.RoundTrip(send)
+	resp, err := h.pool.RoundTrip(send)
 	if err != nil {
 		err = classifyRoundTripError(send, err)
 		var ce *ConnectError
@@ -128,14 +113,15 @@ func (c *Cluster) countRequest(h *host) {
 	h.rqTotal.Add(1)
 }
 
-// requestDone ends a request's upstream_rq_active span. On a retired
-// cluster it also closes idle connections, so that connections returned to
-// the pool after retirement do not linger until idle_timeout.
+// requestDone ends a request's upstream_rq_active span. For a host that
+// left the host set (or whose cluster was retired) it also closes idle
+// connections, so that connections returned to its pool afterwards do not
+// linger until idle_timeout.
 func (c *Cluster) requestDone(h *host) {
 	c.st.rqActive.Dec()
 	h.rqActive.Add(-1)
-	if c.retired.Load() {
-		c.transport.CloseIdleConnections()
+	if h.removed.Load() {
+		h.pool.CloseIdleConnections()
 	}
 }
 
@@ -196,6 +182,14 @@ type countedRWBody struct {
 
 func (b *countedRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
+// CloseWrite half-closes the upgraded connection, as net/http's 101 body does.
+func (b *countedRWBody) CloseWrite() error {
+	if cw, ok := b.w.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("upstream: CloseWrite not supported")
+}
+
 // poolConn is a pooled connection: it counts bytes, requests (for
 // max_requests_per_connection) and its own end. It deliberately has no
 // ReadFrom, so request bodies are written through Write and counted.
@@ -203,7 +197,7 @@ type poolConn struct {
 	tc       *net.TCPConn
 	c        *Cluster
 	h        *host
-	requests atomic.Int64
+	requests atomic.Int64 // uses, for max_requests_per_connection
 	closed   atomic.Bool
 }
 

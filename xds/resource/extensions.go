@@ -22,6 +22,8 @@ import (
 // Extension categories. The names follow Envoy's extension categories where
 // Envoy has one; CategoryHTTPFilterPerRoute is hop's name for the
 // typed_per_filter_config payloads that Envoy files under its HTTP filters.
+// categoryFilterSettings is the per-route settings of one filter inside a
+// FilterConfig; no filter hop implements has any, so it has no types.
 const (
 	CategoryNetworkFilter             = "envoy.filters.network"
 	CategoryHTTPFilter                = "envoy.filters.http"
@@ -31,6 +33,8 @@ const (
 	CategoryUpstreamTransportSocket   = "envoy.transport_sockets.upstream"
 	CategoryUpstreamOptions           = "envoy.upstream_options"
 	CategoryAccessLogger              = "envoy.access_loggers"
+
+	categoryFilterSettings = "envoy.filters.http.per_route.config"
 )
 
 // typeURLPrefix is the prefix of the type URLs hop reports. Lookups ignore
@@ -51,7 +55,6 @@ var extensions = []Extension{
 	{CategoryNetworkFilter, typeURLPrefix + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"},
 	{CategoryHTTPFilter, typeURLPrefix + "envoy.extensions.filters.http.router.v3.Router"},
 	{CategoryHTTPFilter, typeURLPrefix + "envoy.extensions.filters.http.buffer.v3.Buffer"},
-	{CategoryHTTPFilterPerRoute, typeURLPrefix + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute"},
 	{CategoryHTTPFilterPerRoute, typeURLPrefix + "envoy.config.route.v3.FilterConfig"},
 	{CategoryListenerFilter, typeURLPrefix + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
 	{CategoryDownstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
@@ -124,10 +127,9 @@ var extensionPoints = []extensionPoint{
 	{field: "envoy.config.core.v3.TransportSocket.typed_config", via: "envoy.config.cluster.v3.Cluster.transport_socket", category: CategoryUpstreamTransportSocket, required: true},
 	{field: "envoy.config.accesslog.v3.AccessLog.typed_config", category: CategoryAccessLogger, required: true},
 	{field: "envoy.config.cluster.v3.Cluster.typed_extension_protocol_options", category: CategoryUpstreamOptions},
-	{field: "envoy.config.route.v3.RouteConfiguration.typed_per_filter_config", category: CategoryHTTPFilterPerRoute},
 	{field: "envoy.config.route.v3.VirtualHost.typed_per_filter_config", category: CategoryHTTPFilterPerRoute},
 	{field: "envoy.config.route.v3.Route.typed_per_filter_config", category: CategoryHTTPFilterPerRoute},
-	{field: "envoy.config.route.v3.FilterConfig.config", category: CategoryHTTPFilterPerRoute, optionalFlag: "is_optional"},
+	{field: "envoy.config.route.v3.FilterConfig.config", category: categoryFilterSettings, optionalFlag: "is_optional"},
 }
 
 // pointsByMessage indexes extensionPoints by the message that holds the

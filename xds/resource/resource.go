@@ -5,6 +5,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // ValidateListener checks a listener as described in the package doc. The
@@ -38,4 +39,27 @@ func Validate(m proto.Message) error {
 		}
 	}
 	return nil
+}
+
+// FieldSupport reports how the allowlist treats a set field, named by its
+// full name ("envoy.config.listener.v3.Listener.name"): allowed says
+// whether hop accepts it, and checked whether the allowlist also governs
+// the field's contents (false for fields accepted as opaque or ignored).
+// xds/bootstrap uses it to explain decoding errors in the same terms as
+// Validate.
+func FieldSupport(name protoreflect.FullName) (allowed, checked bool) {
+	rule, ok := allowlist[name]
+	return ok, ok && rule.kind == honoured
+}
+
+// IsExtension reports whether hop implements the typed_config type named by
+// url (only the part after the last '/' counts) in any category.
+func IsExtension(url string) bool {
+	name := typeName(url)
+	for _, types := range supportedTypes {
+		if types[name] {
+			return true
+		}
+	}
+	return false
 }

@@ -130,12 +130,13 @@ var supportedFields = []messageRules{
 	{message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", fields: []fieldRule{
 		f("upgrade_type"), f("filters"), f("enabled"),
 	}},
-	{message: "envoy.config.core.v3.Http1ProtocolOptions", fields: []fieldRule{
+	{message: "envoy.config.core.v3.Http1ProtocolOptions", note: "Shared by the HCM and clusters; enable_trailers, allow_chunked_length and override_stream_error_on_invalid_http_message describe what Go's HTTP stack does anyway.", fields: []fieldRule{
 		f("accept_http_10"), f("default_host_for_http_10"), f("ignore_http_11_upgrade"), f("allow_absolute_url"),
+		ign("enable_trailers"), ign("allow_chunked_length"), ign("override_stream_error_on_invalid_http_message"),
 	}},
-	{message: "envoy.config.core.v3.HttpProtocolOptions", fields: []fieldRule{
+	{message: "envoy.config.core.v3.HttpProtocolOptions", note: "Shared by the HCM and clusters; each compiler rejects what does not apply to it.", fields: []fieldRule{
 		f("idle_timeout"), f("max_headers_count"), f("max_stream_duration"), f("headers_with_underscores_action"),
-		f("max_requests_per_connection"),
+		f("max_requests_per_connection"), f("max_response_headers_kb"),
 	}},
 
 	// HTTP filters.
@@ -143,13 +144,14 @@ var supportedFields = []messageRules{
 		f("suppress_envoy_headers"), ign("start_child_span"),
 	}},
 	{message: "envoy.extensions.filters.http.buffer.v3.Buffer", fields: []fieldRule{f("max_request_bytes")}},
-	{message: "envoy.extensions.filters.http.buffer.v3.BufferPerRoute", fields: []fieldRule{f("disabled"), f("buffer")}},
-	{message: "envoy.config.route.v3.FilterConfig", fields: []fieldRule{f("config"), f("is_optional"), f("disabled")}},
+	{message: "envoy.config.route.v3.FilterConfig", note: "Per-route: turns a filter off (or on, if the HCM lists it disabled). config only with is_optional, and is then skipped: no filter hop implements has per-route settings.", fields: []fieldRule{
+		f("disabled"), f("is_optional"), f("config"),
+	}},
 
 	// Routes.
 	{message: "envoy.config.route.v3.RouteConfiguration", fields: concat([]fieldRule{
-		f("name"), f("virtual_hosts"), f("typed_per_filter_config"), f("most_specific_header_mutations_wins"),
-		f("ignore_port_in_host_matching"), f("validate_clusters"),
+		f("name"), f("virtual_hosts"), f("most_specific_header_mutations_wins"),
+		f("ignore_port_in_host_matching"), f("validate_clusters"), f("max_direct_response_body_size_bytes"),
 	}, headerMutations)},
 	{message: "envoy.config.route.v3.VirtualHost", fields: concat([]fieldRule{
 		f("name"), f("domains"), f("routes"), f("typed_per_filter_config"),
@@ -161,10 +163,12 @@ var supportedFields = []messageRules{
 		f("prefix"), f("path"), f("safe_regex"), f("path_separated_prefix"), f("connect_matcher"),
 		f("case_sensitive"), f("headers"), f("query_parameters"),
 	}},
-	{message: "envoy.config.route.v3.HeaderMatcher", note: "The deprecated *_match forms are accepted; range_match is not.", fields: []fieldRule{
-		f("name"), f("string_match"), f("present_match"), f("invert_match"), f("treat_missing_header_as_empty"),
+	{message: "envoy.config.route.v3.HeaderMatcher", note: "The deprecated *_match forms are accepted.", fields: []fieldRule{
+		f("name"), f("string_match"), f("present_match"), f("range_match"), f("invert_match"),
+		f("treat_missing_header_as_empty"),
 		f("exact_match"), f("safe_regex_match"), f("prefix_match"), f("suffix_match"), f("contains_match"),
 	}},
+	{message: "envoy.type.v3.Int64Range", fields: []fieldRule{f("start"), f("end")}},
 	{message: "envoy.config.route.v3.QueryParameterMatcher", fields: []fieldRule{
 		f("name"), f("string_match"), f("present_match"),
 	}},
@@ -176,7 +180,7 @@ var supportedFields = []messageRules{
 		f("upgrade_type"), f("enabled"), f("connect_config"),
 	}},
 	{message: "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig", fields: []fieldRule{f("allow_post")}},
-	{message: "envoy.config.route.v3.WeightedCluster", fields: []fieldRule{f("clusters")}},
+	{message: "envoy.config.route.v3.WeightedCluster", fields: []fieldRule{f("clusters"), f("total_weight")}},
 	{message: "envoy.config.route.v3.WeightedCluster.ClusterWeight", fields: []fieldRule{f("name"), f("weight")}},
 	{message: "envoy.config.route.v3.RedirectAction", fields: []fieldRule{
 		f("scheme_redirect"), f("host_redirect"), f("port_redirect"), f("path_redirect"), f("https_redirect"),
@@ -196,31 +200,47 @@ var supportedFields = []messageRules{
 	}},
 
 	// Clusters.
-	{message: "envoy.config.cluster.v3.Cluster", fields: []fieldRule{
-		f("name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS"),
-		enum("lb_policy", "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM"), f("connect_timeout"), f("load_assignment"),
-		f("dns_refresh_rate"), f("dns_lookup_family"), f("respect_dns_ttl"), f("per_connection_buffer_limit_bytes"),
-		f("common_http_protocol_options"), f("typed_extension_protocol_options"), f("circuit_breakers"),
-		f("transport_socket"), f("max_requests_per_connection"),
+	// pkg/upstream checks clusters again, with more precise messages
+	// (for example for load_assignment.endpoints[].priority).
+	{message: "envoy.config.cluster.v3.Cluster", note: "HTTP/2 upstreams are not supported yet.", fields: []fieldRule{
+		f("name"), f("alt_stat_name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS"),
+		enum("lb_policy", "ROUND_ROBIN", "RANDOM"), f("connect_timeout"), f("load_assignment"),
+		f("dns_refresh_rate"), f("dns_jitter"), f("dns_failure_refresh_rate"), f("dns_lookup_family"),
+		f("respect_dns_ttl"), f("per_connection_buffer_limit_bytes"), f("common_http_protocol_options"),
+		f("http_protocol_options"), f("typed_extension_protocol_options"), ign("circuit_breakers"),
+		f("transport_socket"), f("max_requests_per_connection"), f("upstream_bind_config"),
+		f("upstream_connection_options"), f("common_lb_config"), opq("metadata"),
+		ign("wait_for_warm_on_init"), ign("cleanup_interval"), ign("protocol_selection"),
+		ign("close_connections_on_host_health_failure"), ign("ignore_health_on_host_removal"),
 	}},
-	{message: "envoy.config.endpoint.v3.ClusterLoadAssignment", fields: []fieldRule{f("cluster_name"), f("endpoints")}},
-	{message: "envoy.config.endpoint.v3.LocalityLbEndpoints", fields: []fieldRule{f("locality"), f("lb_endpoints")}},
+	{message: "envoy.config.cluster.v3.Cluster.RefreshRate", fields: []fieldRule{f("base_interval"), f("max_interval")}},
+	{message: "envoy.config.cluster.v3.Cluster.CommonLbConfig", fields: []fieldRule{f("healthy_panic_threshold")}},
+	{message: "envoy.type.v3.Percent", fields: []fieldRule{f("value")}},
+	{message: "envoy.config.core.v3.BindConfig", fields: []fieldRule{f("source_address")}},
+	{message: "envoy.config.cluster.v3.UpstreamConnectionOptions", fields: []fieldRule{f("tcp_keepalive")}},
+	{message: "envoy.config.core.v3.TcpKeepalive", fields: []fieldRule{
+		f("keepalive_probes"), f("keepalive_time"), f("keepalive_interval"),
+	}},
+	{message: "envoy.config.endpoint.v3.ClusterLoadAssignment", fields: []fieldRule{
+		f("cluster_name"), f("endpoints"), ign("policy"),
+	}},
+	{message: "envoy.config.endpoint.v3.LocalityLbEndpoints", fields: []fieldRule{
+		f("locality"), f("lb_endpoints"), f("load_balancing_weight"), f("priority"), opq("metadata"),
+	}},
 	{message: "envoy.config.endpoint.v3.LbEndpoint", fields: []fieldRule{
-		f("endpoint"), f("load_balancing_weight"), f("health_status"),
+		f("endpoint"), f("load_balancing_weight"), f("health_status"), opq("metadata"),
 	}},
-	{message: "envoy.config.endpoint.v3.Endpoint", fields: []fieldRule{f("address")}},
-	{message: "envoy.config.cluster.v3.CircuitBreakers", fields: []fieldRule{f("thresholds")}},
-	{message: "envoy.config.cluster.v3.CircuitBreakers.Thresholds", fields: []fieldRule{
-		f("priority"), f("max_connections"), f("max_pending_requests"), f("max_requests"),
+	{message: "envoy.config.endpoint.v3.Endpoint", fields: []fieldRule{
+		f("address"), f("hostname"), ign("health_check_config"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", fields: []fieldRule{
 		f("common_http_protocol_options"), f("explicit_http_config"), f("use_downstream_protocol_config"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", fields: []fieldRule{
-		f("http_protocol_options"), f("http2_protocol_options"),
+		f("http_protocol_options"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", fields: []fieldRule{
-		f("http_protocol_options"), f("http2_protocol_options"),
+		f("http_protocol_options"),
 	}},
 }
 

@@ -78,7 +78,7 @@ func (f *routerFilter) Serve(s *filter.Stream) {
 	cl := s.Env.Cluster(name)
 	if cl == nil {
 		s.Env.CountNoCluster()
-		s.LocalReply(http.StatusServiceUnavailable, "", "cluster_not_found")
+		s.LocalReply(rt.ClusterNotFoundStatus, "", "cluster_not_found")
 		return
 	}
 
@@ -113,6 +113,8 @@ func (f *routerFilter) serveHTTP(s *filter.Stream, cl *upstream.Cluster, timeout
 		defer cancel()
 	}
 	out := s.Req.WithContext(ctx)
+	u := *s.Req.URL // RoundTrip sets the endpoint in the URL; keep the downstream's intact
+	out.URL = &u
 	out.RequestURI = ""
 	out.URL.Scheme = "http"
 	out.Close = false
@@ -192,7 +194,8 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 		return // the downstream went away; nobody to answer
 	}
 	var ce *upstream.ConnectError
-	var re *tunnel.ResetError
+	var ure *upstream.ResetError
+	var tre *tunnel.ResetError
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		cl.CountTimeout()
@@ -200,19 +203,17 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 	case errors.Is(err, upstream.ErrNoHealthyUpstream):
 		s.LocalReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream")
 	case errors.As(err, &ce):
-		s.LocalReply(http.StatusServiceUnavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: "+ce.Reason,
-			"upstream_reset_before_response_started{connection_failure}")
-	case errors.As(err, &re):
-		s.LocalReply(http.StatusServiceUnavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-			"upstream_reset_before_response_started{connection_termination}")
+		s.LocalReply(ce.StatusCode(), ce.LocalReplyBody(), "upstream_reset_before_response_started{"+ce.ResetReason+"}")
+	case errors.As(err, &ure):
+		s.LocalReply(ure.StatusCode(), ure.LocalReplyBody(), "upstream_reset_before_response_started{"+ure.ResetReason+"}")
+	case errors.As(err, &tre):
+		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
 	default:
-		s.LocalReply(http.StatusServiceUnavailable,
-			"upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-			"upstream_reset_before_response_started{connection_termination}")
+		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
 	}
 }
+
+const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 
 type fmtCtx struct{ r *http.Request }
 

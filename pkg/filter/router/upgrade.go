@@ -28,6 +28,7 @@ func (f *routerFilter) serveUpgrade(s *filter.Stream, cl *upstream.Cluster, time
 		f.upstreamFailure(s, cl, ctx, err)
 		return
 	}
+	conn.CountRequest()
 	start := time.Now()
 	up, err := tunnel.OpenH1Upgrade(ctx, conn, s.Req)
 	if err != nil {
