@@ -44,6 +44,7 @@ type Config struct {
 	serverHeader      hcmv3.HttpConnectionManager_ServerHeaderTransformation
 	stripAnyPort      bool
 	stripMatchingPort bool
+	via               string // appended to Via on requests and responses
 }
 
 type upgradeEntry struct {
@@ -89,6 +90,23 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 		stripAnyPort:      p.GetStripAnyHostPort(),
 		stripMatchingPort: p.GetStripMatchingHostPort(),
 	}
+	if cp := p.GetCommonHttpProtocolOptions(); cp != nil {
+		// Of the options shared with clusters, a connection manager honours
+		// idle_timeout only.
+		switch {
+		case cp.GetMaxHeadersCount() != nil:
+			return nil, fmt.Errorf("hcm: common_http_protocol_options.max_headers_count: unsupported field")
+		case cp.GetMaxStreamDuration() != nil:
+			return nil, fmt.Errorf("hcm: common_http_protocol_options.max_stream_duration: unsupported field")
+		case cp.GetHeadersWithUnderscoresAction() != 0:
+			return nil, fmt.Errorf("hcm: common_http_protocol_options.headers_with_underscores_action: unsupported field")
+		case cp.GetMaxRequestsPerConnection() != nil:
+			return nil, fmt.Errorf("hcm: common_http_protocol_options.max_requests_per_connection: unsupported field")
+		case cp.GetMaxResponseHeadersKb() != nil:
+			return nil, fmt.Errorf("hcm: common_http_protocol_options.max_response_headers_kb: unsupported field")
+		}
+	}
+	c.via = p.GetVia()
 	if c.serverName == "" {
 		c.serverName = defaultServerName
 	}

@@ -125,6 +125,9 @@ func (s *stream) mutateRequest(r *http.Request, upgrade bool) {
 			h.Del("Te")
 		}
 	}
+	if cfg.via != "" {
+		appendVia(h, cfg.via)
+	}
 	if cfg.stripAnyPort || cfg.stripMatchingPort {
 		if host, port, err := net.SplitHostPort(r.Host); err == nil {
 			if cfg.stripAnyPort || port == s.localPort() {
@@ -154,6 +157,15 @@ func (s *stream) mutateRequest(r *http.Request, upgrade bool) {
 			h.Set("X-Request-Id", newUUID())
 		}
 	}
+}
+
+// appendVia adds v to the Via header, comma-separated as Envoy appends it.
+func appendVia(h http.Header, v string) {
+	if prior := h.Values("Via"); len(prior) > 0 {
+		h.Set("Via", strings.Join(prior, ", ")+", "+v)
+		return
+	}
+	h.Set("Via", v)
 }
 
 func (s *stream) scheme() string {

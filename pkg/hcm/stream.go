@@ -112,6 +112,9 @@ func (s *stream) LocalReply(fs *filter.Stream, status int, body, details string)
 // response: hop-by-hop headers out (Upgrade and Connection too unless the
 // exchange is an upgrade), the route's mutations, and the server header.
 func (s *stream) PrepareResponse(fs *filter.Stream, h http.Header) {
+	if s.cfg.via != "" {
+		appendVia(h, s.cfg.via)
+	}
 	h.Del("Transfer-Encoding")
 	h.Del("Keep-Alive")
 	h.Del("Proxy-Connection")

@@ -237,9 +237,23 @@ load_assignment:
 typed_extension_protocol_options:
   envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
     "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-    explicit_http_config: {http2_protocol_options: {}}
+    explicit_http_config: {http_protocol_options: {accept_http_10: true}}
 transport_socket: {name: raw, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}
 circuit_breakers: {thresholds: [{max_connections: 10}]}`,
+		},
+		{
+			name:    "HTTP/2 upstream",
+			yaml:    `{name: c, typed_extension_protocol_options: {h: {"@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {}}}}}`,
+			wantErr: `typed_extension_protocol_options["h"].explicit_http_config.http2_protocol_options: unsupported field`,
+		},
+		{
+			name:    "unsupported load balancing policy",
+			yaml:    `{name: c, lb_policy: LEAST_REQUEST}`,
+			wantErr: "lb_policy: unsupported value LEAST_REQUEST (hop supports ROUND_ROBIN, RANDOM)",
+		},
+		{
+			name: "ignored fields are not looked into",
+			yaml: `{name: c, circuit_breakers: {thresholds: [{max_retries: 3, track_remaining: true}]}}`,
 		},
 		{
 			name:    "unsupported discovery type",
@@ -302,7 +316,7 @@ virtual_hosts:
 - name: v
   domains: ["*"]
   typed_per_filter_config:
-    envoy.filters.http.buffer: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, disabled: true}
+    envoy.filters.http.buffer: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig, disabled: true}
   routes:
   - match: {connect_matcher: {}}
     route: {cluster: c, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {allow_post: true}}]}
@@ -328,6 +342,23 @@ virtual_hosts:
     typed_per_filter_config:
       cors: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy}`,
 			wantErr: `virtual_hosts[0].routes[0].typed_per_filter_config["cors"]: unsupported extension type "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"`,
+		},
+		{
+			name: "per-route settings of a filter, not optional",
+			yaml: `
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  typed_per_filter_config:
+    cors:
+      "@type": type.googleapis.com/envoy.config.route.v3.FilterConfig
+      config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy}`,
+			wantErr: `virtual_hosts[0].typed_per_filter_config["cors"].config: unsupported extension type "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"`,
+		},
+		{
+			name:    "per-route config on the route configuration",
+			yaml:    `{typed_per_filter_config: {x: {"@type": type.googleapis.com/envoy.config.route.v3.FilterConfig}}}`,
+			wantErr: "typed_per_filter_config: unsupported field",
 		},
 		{
 			name:    "unsupported route field",

@@ -1,0 +1,90 @@
+// Package verifydeps checks the direction of imports described in
+// docs/ARCHITECTURE.md: lower packages never import higher ones, and heavy
+// dependencies stay in their corners.
+package verifydeps
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/hopproxy/hop/"
+
+// forbidden maps a package to the packages it must not depend on (even
+// indirectly), each with the reason.
+var forbidden = map[string]map[string]string{
+	"pkg/stats": {
+		"pkg/": "stats is the bottom layer; everything may use it, it uses nothing of hop",
+	},
+	"pkg/router": {
+		"pkg/hcm": "the route table is pure matching; the connection manager uses it, not the reverse",
+		"pkg/upstream": "route matching does no I/O",
+		"pkg/tunnel": "route matching does no I/O",
+		"google.golang.org/grpc": "grpc stays in the xDS transport",
+	},
+	"pkg/tunnel": {
+		"pkg/hcm": "tunnel is below the connection manager",
+		"pkg/router": "tunnel does not route",
+		"pkg/snapshot": "tunnel is below the snapshot",
+	},
+	"pkg/upstream": {
+		"pkg/hcm": "upstream is below the connection manager",
+		"pkg/snapshot": "clusters outlive snapshots",
+		"pkg/listener": "upstream is below listeners",
+	},
+	"pkg/hcm": {
+		"pkg/snapshot": "the connection manager is compiled by snapshot, not the reverse",
+		"pkg/listener": "listeners hand connections to the connection manager",
+		"pkg/dataplane": "dataplane is the composition root",
+		"google.golang.org/grpc": "grpc stays in the xDS transport",
+	},
+	"pkg/snapshot": {
+		"pkg/listener": "snapshot is pure compilation; listener runs it",
+		"pkg/dataplane": "dataplane is the composition root",
+		"pkg/admin": "admin reads snapshots, not the reverse",
+	},
+	"pkg/listener": {
+		"pkg/dataplane": "dataplane is the composition root",
+		"pkg/admin": "admin and listener are siblings",
+	},
+	"xds/bootstrap": {
+		"pkg/hcm": "xds may use only pkg/filter, pkg/stats and api",
+		"pkg/upstream": "xds may use only pkg/filter, pkg/stats and api",
+		"pkg/dataplane": "xds may use only pkg/filter, pkg/stats and api",
+	},
+	"xds/resource": {
+		"pkg/hcm": "xds may use only pkg/filter, pkg/stats and api",
+		"pkg/dataplane": "xds may use only pkg/filter, pkg/stats and api",
+	},
+}
+
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", mod+pkg).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+func TestImportDirection(t *testing.T) {
+	for pkg, bad := range forbidden {
+		t.Run(pkg, func(t *testing.T) {
+			for _, d := range deps(t, pkg) {
+				if d == mod+pkg {
+					continue
+				}
+				for b, why := range bad {
+					target := b
+					if !strings.Contains(b, ".") {
+						target = mod + b
+					}
+					if strings.HasPrefix(d, target) {
+						t.Errorf("%s depends on %s: %s", pkg, d, why)
+					}
+				}
+			}
+		})
+	}
+}
