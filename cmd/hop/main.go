@@ -175,10 +175,9 @@ func serve(o *options, b *bootstrapv3.Bootstrap, bundle snapshot.Bundle, log *sl
 			Clusters:   dp.ClusterStatus,
 			Ready:      ready,
 			Quit:       requestQuit,
-			Log:        log.With("component", "admin"),
+			Log:        log,
 		})
 		go adm.Serve(ln)
-		log.Info("admin listening", "address", ln.Addr().String())
 	}
 
 	sig := make(chan os.Signal, 1)

@@ -2,13 +2,10 @@ package hcm
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -116,9 +113,9 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 	if h1 := p.GetHttpProtocolOptions(); h1 != nil {
 		c.acceptHTTP10 = h1.GetAcceptHttp_10()
 		c.defaultHost10 = h1.GetDefaultHostForHttp_10()
-		m, err := compileStringMatchers(h1.GetIgnoreHttp_11Upgrade())
+		m, err := router.CompileStringMatchers(h1.GetIgnoreHttp_11Upgrade(), "http_protocol_options.ignore_http_11_upgrade")
 		if err != nil {
-			return nil, fmt.Errorf("hcm: http_protocol_options.ignore_http_11_upgrade%w", err)
+			return nil, fmt.Errorf("hcm: %w", err)
 		}
 		c.ignoreUp = m
 	}
@@ -224,61 +221,3 @@ func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
 	}
 	return d.AsDuration()
 }
-
-// compileStringMatchers compiles envoy.type.matcher.v3.StringMatcher values
-// into one predicate that is true when any matcher matches.
-func compileStringMatchers(ms []*matcherv3.StringMatcher) (func(string) bool, error) {
-	if len(ms) == 0 {
-		return nil, nil
-	}
-	preds := make([]func(string) bool, 0, len(ms))
-	for i, m := range ms {
-		p, err := compileStringMatcher(m)
-		if err != nil {
-			return nil, fmt.Errorf("[%d]: %w", i, err)
-		}
-		preds = append(preds, p)
-	}
-	return func(s string) bool {
-		for _, p := range preds {
-			if p(s) {
-				return true
-			}
-		}
-		return false
-	}, nil
-}
-
-func compileStringMatcher(m *matcherv3.StringMatcher) (func(string) bool, error) {
-	fold := m.GetIgnoreCase()
-	norm := func(s string) string {
-		if fold {
-			return strings.ToLower(s)
-		}
-		return s
-	}
-	switch p := m.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		want := norm(p.Exact)
-		return func(s string) bool { return norm(s) == want }, nil
-	case *matcherv3.StringMatcher_Prefix:
-		want := norm(p.Prefix)
-		return func(s string) bool { return strings.HasPrefix(norm(s), want) }, nil
-	case *matcherv3.StringMatcher_Suffix:
-		want := norm(p.Suffix)
-		return func(s string) bool { return strings.HasSuffix(norm(s), want) }, nil
-	case *matcherv3.StringMatcher_Contains:
-		want := norm(p.Contains)
-		return func(s string) bool { return strings.Contains(norm(s), want) }, nil
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := regexp.Compile("^(?:" + p.SafeRegex.GetRegex() + ")$")
-		if err != nil {
-			return nil, fmt.Errorf(".safe_regex: %w", err)
-		}
-		return re.MatchString, nil
-	default:
-		return nil, fmt.Errorf(": unsupported string matcher")
-	}
-}
-
-var _ = corev3.Http1ProtocolOptions{}

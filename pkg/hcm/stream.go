@@ -93,12 +93,7 @@ func (s *stream) LocalReply(fs *filter.Stream, status int, body, details string)
 	if fs.Route != nil {
 		fs.Route.MutateResponseHeaders(h, fmtCtx{s})
 	}
-	s.setServer(h)
-	if s.cfg.alwaysSetReqID {
-		if id := fs.Req.Header.Get("X-Request-Id"); id != "" {
-			h.Set("X-Request-Id", id)
-		}
-	}
+	s.finalizeResponse(fs, h)
 	s.rw.WriteHeader(status)
 	if body != "" && fs.Req.Method != http.MethodHead {
 		s.rw.Write([]byte(body))
@@ -125,6 +120,12 @@ func (s *stream) PrepareResponse(fs *filter.Stream, h http.Header) {
 	if fs.Route != nil {
 		fs.Route.MutateResponseHeaders(h, fmtCtx{s})
 	}
+	s.finalizeResponse(fs, h)
+}
+
+// finalizeResponse sets the headers every response gets: server, and the
+// request id when always_set_request_id_in_response.
+func (s *stream) finalizeResponse(fs *filter.Stream, h http.Header) {
 	s.setServer(h)
 	if s.cfg.alwaysSetReqID {
 		if id := fs.Req.Header.Get("X-Request-Id"); id != "" {

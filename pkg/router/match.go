@@ -441,3 +441,29 @@ func containsFoldASCII(s, sub string) bool {
 	}
 	return false
 }
+
+// CompileStringMatchers compiles a list of envoy.type.matcher.v3.StringMatcher
+// (for other packages, e.g. ignore_http_11_upgrade) into one predicate that
+// is true when any matcher matches. path prefixes error messages. An empty
+// list gives nil.
+func CompileStringMatchers(ms []*matcherv3.StringMatcher, path string) (func(string) bool, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	compiled := make([]stringMatcher, 0, len(ms))
+	for i, sm := range ms {
+		m, err := compileStringMatcher(sm, fmt.Sprintf("%s[%d]", path, i))
+		if err != nil {
+			return nil, err
+		}
+		compiled = append(compiled, m)
+	}
+	return func(s string) bool {
+		for i := range compiled {
+			if compiled[i].match(s) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
