@@ -28,6 +28,11 @@ import (
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
+// Tunnels must splice in the kernel: both ends of an HTTP/1.1 tunnel have to
+// hand their *net.TCPConn to tunnel.Splice. A rename on either side breaks
+// the build here instead of silently falling back to a user-space copy.
+var _ tunnel.Unwrapper = (*upstream.Conn)(nil)
+
 // Registry returns the HTTP filters hop implements, keyed by type URL.
 func Registry() *filter.Registry {
 	r := filter.NewRegistry()

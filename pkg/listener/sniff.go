@@ -3,6 +3,7 @@ package listener
 import (
 	"crypto/tls"
 	"errors"
+	"github.com/hopproxy/hop/pkg/tunnel"
 	"net"
 	"time"
 )
@@ -32,7 +33,7 @@ func (c *peekedConn) CloseWrite() error { return c.tcp.CloseWrite() }
 
 // TCPConn hands the raw connection to tunnel.Splice once the replayed bytes
 // are consumed (tunnel.Unwrapper).
-func (c *peekedConn) TCPConn() *net.TCPConn {
+func (c *peekedConn) TCP() *net.TCPConn {
 	if len(c.buf) > 0 {
 		return nil
 	}
@@ -80,3 +81,5 @@ func sniffTLS(c *net.TCPConn, timeout time.Duration) (net.Conn, string, string, 
 	}
 	return pc, "tls", hello.ServerName, hello.SupportedProtos
 }
+
+var _ tunnel.Unwrapper = (*peekedConn)(nil)

@@ -40,9 +40,9 @@ type Options struct {
 // Unwrapper is implemented by net.Conn wrappers that can hand out the
 // *net.TCPConn below them for copying. Closing still goes through the wrapper.
 type Unwrapper interface {
-	// TCPConn returns the raw connection, or nil if reads must keep going
+	// TCP returns the raw connection, or nil if reads must keep going
 	// through the wrapper (for example because it still holds bytes).
-	TCPConn() *net.TCPConn
+	TCP() *net.TCPConn
 }
 
 func raw(c net.Conn) net.Conn {
@@ -51,7 +51,7 @@ func raw(c net.Conn) net.Conn {
 		case *net.TCPConn:
 			return t
 		case Unwrapper:
-			if tc := t.TCPConn(); tc != nil {
+			if tc := t.TCP(); tc != nil {
 				return tc
 			}
 			return c

@@ -39,7 +39,7 @@ type wrapped struct {
 	tcp *net.TCPConn
 }
 
-func (w wrapped) TCPConn() *net.TCPConn { return w.tcp }
+func (w wrapped) TCP() *net.TCPConn { return w.tcp }
 
 // opaque hides the *net.TCPConn for good: the copy must use the buffer path.
 type opaque struct{ net.Conn }
