@@ -3,9 +3,10 @@ package listener
 import (
 	"crypto/tls"
 	"errors"
-	"github.com/hopproxy/hop/pkg/tunnel"
 	"net"
 	"time"
+
+	"github.com/hopproxy/hop/pkg/tunnel"
 )
 
 // peekedConn replays bytes read while sniffing before reading the socket.
