@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 )
 
 func get(t *testing.T, url string, hdr ...string) (*http.Response, string) {
@@ -186,7 +185,6 @@ func TestProxyHTTP(t *testing.T) {
 	if got := h.stat("http.t.downstream_rq_2xx"); got != 3 {
 		t.Errorf("downstream_rq_2xx = %d, want 3", got)
 	}
-	_ = time.Second
 }
 
 // TestUseRemoteAddress: with use_remote_address, the client address is
@@ -197,7 +195,7 @@ func TestUseRemoteAddress(t *testing.T) {
 	h := startHop(t, cfg{upstreamPort: port, hcm: `"use_remote_address": true`}.String())
 	get(t, "http://"+h.addr("l")+"/", "X-Forwarded-For", "10.1.2.3")
 	r := <-seen
-	if got := r.Header.Get("X-Forwarded-For"); got != "10.1.2.3, 127.0.0.1" {
+	if got := r.Header.Get("X-Forwarded-For"); got != "10.1.2.3,127.0.0.1" { // Envoy appends with ","
 		t.Errorf("x-forwarded-for = %q", got)
 	}
 }

@@ -21,6 +21,7 @@ package filter
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"sync"
@@ -104,6 +105,22 @@ type Env interface {
 	CountDirectResponse()
 	CountRedirect()
 }
+
+// DownstreamRemoteAddress, DownstreamLocalAddress and Protocol make a
+// Stream the router.Formatter for header values (%DOWNSTREAM_REMOTE_ADDRESS%
+// and friends).
+func (s *Stream) DownstreamRemoteAddress() string { return s.Req.RemoteAddr }
+
+// DownstreamLocalAddress is the address the connection was accepted on.
+func (s *Stream) DownstreamLocalAddress() string {
+	if a, ok := s.Req.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		return a.String()
+	}
+	return ""
+}
+
+// Protocol is the request's protocol ("HTTP/1.1").
+func (s *Stream) Protocol() string { return s.Req.Proto }
 
 // LocalReply is shorthand for s.Env.LocalReply(s, ...).
 func (s *Stream) LocalReply(status int, body, details string) {

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -41,7 +40,7 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.rqTotal.Inc()
 	st.rqHTTP1Total.Inc()
 	st.rqActive.Inc()
-	rw := &responseWriter{ResponseWriter: w, cfg: cfg}
+	rw := &responseWriter{ResponseWriter: w}
 	s := &stream{Stream: filter.Stream{Req: r, W: rw}, cfg: cfg, mgr: m, rw: rw}
 	s.Env = s
 	defer s.finish()
@@ -74,10 +73,9 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ch, ok := cfg.upgradeChain(upgradeType, s.Route)
 		if !ok && s.Route != nil {
 			// Envoy: a matched route that does not allow this upgrade is
-			// refused with 403, and the connection is closed afterwards so
-			// nothing the client sends next can be smuggled.
+			// refused with 403, and the connection is closed afterwards
+			// (rawWriter) so nothing the client sends next can be smuggled.
 			st.wsOnNonWSRoute.Inc()
-			rw.Header().Set("Connection", "close")
 			s.Stream.LocalReply(http.StatusForbidden, "", "upgrade_failed")
 			return
 		}
@@ -126,7 +124,7 @@ func (s *stream) mutateRequest(r *http.Request, upgrade bool) {
 		}
 	}
 	if cfg.via != "" {
-		appendVia(h, cfg.via)
+		appendHeader(h, "Via", cfg.via, ", ")
 	}
 	if cfg.stripAnyPort || cfg.stripMatchingPort {
 		if host, port, err := net.SplitHostPort(r.Host); err == nil {
@@ -141,11 +139,7 @@ func (s *stream) mutateRequest(r *http.Request, upgrade bool) {
 	}
 	if cfg.useRemoteAddress {
 		if !cfg.skipXFFAppend && remoteIP != "" {
-			if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
-				h.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+remoteIP)
-			} else {
-				h.Set("X-Forwarded-For", remoteIP)
-			}
+			appendHeader(h, "X-Forwarded-For", remoteIP, ",")
 		}
 		h.Set("X-Forwarded-Proto", s.scheme())
 	} else if h.Get("X-Forwarded-Proto") == "" {
@@ -159,13 +153,14 @@ func (s *stream) mutateRequest(r *http.Request, upgrade bool) {
 	}
 }
 
-// appendVia adds v to the Via header, comma-separated as Envoy appends it.
-func appendVia(h http.Header, v string) {
-	if prior := h.Values("Via"); len(prior) > 0 {
-		h.Set("Via", strings.Join(prior, ", ")+", "+v)
+// appendHeader appends v to header name, joined with sep the way Envoy
+// appends (x-forwarded-for with ",", via with ", ").
+func appendHeader(h http.Header, name, v, sep string) {
+	if prior := h.Values(name); len(prior) > 0 {
+		h.Set(name, strings.Join(prior, sep)+sep+v)
 		return
 	}
-	h.Set("Via", v)
+	h.Set(name, v)
 }
 
 func (s *stream) scheme() string {
@@ -176,12 +171,8 @@ func (s *stream) scheme() string {
 }
 
 func (s *stream) localPort() string {
-	if a, ok := s.Req.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if _, p, err := net.SplitHostPort(a.String()); err == nil {
-			return p
-		}
-	}
-	return ""
+	_, p, _ := net.SplitHostPort(s.Stream.DownstreamLocalAddress())
+	return p
 }
 
 // isInternal is Envoy's notion of an internal address: RFC 1918, loopback
@@ -210,5 +201,3 @@ func newUUID() string {
 	}
 	return string(out[:])
 }
-
-var _ = strconv.Itoa

@@ -91,7 +91,7 @@ func (s *stream) LocalReply(fs *filter.Stream, status int, body, details string)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if fs.Route != nil {
-		fs.Route.MutateResponseHeaders(h, fmtCtx{s})
+		fs.Route.MutateResponseHeaders(h, fs)
 	}
 	s.finalizeResponse(fs, h)
 	s.rw.WriteHeader(status)
@@ -108,7 +108,7 @@ func (s *stream) LocalReply(fs *filter.Stream, status int, body, details string)
 // exchange is an upgrade), the route's mutations, and the server header.
 func (s *stream) PrepareResponse(fs *filter.Stream, h http.Header) {
 	if s.cfg.via != "" {
-		appendVia(h, s.cfg.via)
+		appendHeader(h, "Via", s.cfg.via, ", ")
 	}
 	h.Del("Transfer-Encoding")
 	h.Del("Keep-Alive")
@@ -118,7 +118,7 @@ func (s *stream) PrepareResponse(fs *filter.Stream, h http.Header) {
 		h.Del("Upgrade")
 	}
 	if fs.Route != nil {
-		fs.Route.MutateResponseHeaders(h, fmtCtx{s})
+		fs.Route.MutateResponseHeaders(h, fs)
 	}
 	s.finalizeResponse(fs, h)
 }
@@ -203,7 +203,6 @@ func (s *stream) releaseConn() {
 // http.ResponseController reach the connection below.
 type responseWriter struct {
 	http.ResponseWriter
-	cfg    *Config
 	status int
 }
 
@@ -223,15 +222,3 @@ func (w *responseWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController find Hijack and Flush.
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// fmtCtx gives router header formatters the stream's addresses.
-type fmtCtx struct{ s *stream }
-
-func (f fmtCtx) DownstreamRemoteAddress() string { return f.s.Req.RemoteAddr }
-func (f fmtCtx) DownstreamLocalAddress() string {
-	if a, ok := f.s.Req.Context().Value(http.LocalAddrContextKey).(interface{ String() string }); ok {
-		return a.String()
-	}
-	return ""
-}
-func (f fmtCtx) Protocol() string { return f.s.Req.Proto }

@@ -155,7 +155,12 @@ func (m *Manager) acceptLoop(a *active) {
 		m.mu.Lock()
 		cfg, servers := a.cfg, a.servers
 		m.mu.Unlock()
-		go m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+		if cfg.SniffTLS {
+			// Reading the ClientHello may take a while: not on this loop.
+			go m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+		} else {
+			m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+		}
 	}
 }
 
@@ -167,7 +172,7 @@ func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snaps
 		Src: addrPort(c.RemoteAddr()),
 	}
 	var conn net.Conn = c
-	if cfg.SniffTLS && cfg.NeedsTLSInfo() {
+	if cfg.SniffTLS {
 		conn, info.TransportProtocol, info.ServerName, info.ALPN = sniffTLS(c, listenerFiltersTimeout)
 	}
 	fc := cfg.Match(&info)

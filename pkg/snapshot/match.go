@@ -206,9 +206,9 @@ func (l *Listener) Match(c *ConnInfo) *FilterChain {
 	return cands[0]
 }
 
-// NeedsTLSInfo reports whether any chain looks at SNI, ALPN or the transport
-// protocol.
-func (l *Listener) NeedsTLSInfo() bool {
+// needsTLSInfo reports whether any chain looks at SNI, ALPN or the
+// transport protocol.
+func (l *Listener) needsTLSInfo() bool {
 	for _, fc := range l.Chains {
 		if len(fc.match.serverNames) > 0 || len(fc.match.alpn) > 0 || fc.match.transport != "" {
 			return true

@@ -43,8 +43,9 @@ type Listener struct {
 	StatName string // listener.<StatName>.* stats
 	Chains   []*FilterChain
 	Default  *FilterChain // default_filter_chain, may be nil
-	// SniffTLS is true when a tls_inspector listener filter is configured:
-	// each connection's first bytes are read to learn SNI and ALPN.
+	// SniffTLS is true when a tls_inspector listener filter is configured
+	// and some chain matches on SNI, ALPN or transport protocol: each
+	// connection's first bytes are then read to learn them.
 	SniffTLS bool
 }
 
@@ -138,6 +139,7 @@ func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.St
 	if err := checkDuplicateMatches(l.Chains); err != nil {
 		return nil, err
 	}
+	l.SniffTLS = l.SniffTLS && l.needsTLSInfo()
 	return l, nil
 }
 

@@ -3,7 +3,6 @@ package tunnel
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -146,7 +145,3 @@ outer:
 		}
 	}
 }
-
-// ErrNotHijackable is returned when the response writer cannot hand over
-// its connection (not HTTP/1.x).
-var ErrNotHijackable = errors.New("tunnel: connection cannot be hijacked")

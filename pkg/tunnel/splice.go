@@ -46,17 +46,9 @@ type Unwrapper interface {
 }
 
 func raw(c net.Conn) net.Conn {
-	for i := 0; i < 4; i++ {
-		switch t := c.(type) {
-		case *net.TCPConn:
-			return t
-		case Unwrapper:
-			if tc := t.TCP(); tc != nil {
-				return tc
-			}
-			return c
-		default:
-			return c
+	if u, ok := c.(Unwrapper); ok {
+		if tc := u.TCP(); tc != nil {
+			return tc
 		}
 	}
 	return c

@@ -44,10 +44,6 @@ func (Builder) Compile(m proto.Message) (filter.Factory, error) {
 	return func(next filter.Handler) filter.Handler {
 		return filter.HandlerFunc(func(s *filter.Stream) {
 			if s.Req.ContentLength > limit {
-				if s.UpgradeType != "" {
-					// The rest of the connection is upgrade payload.
-					s.W.Header().Set("Connection", "close")
-				}
 				s.LocalReply(http.StatusRequestEntityTooLarge, "Payload Too Large", "request_payload_too_large")
 				return
 			}

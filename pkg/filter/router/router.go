@@ -83,7 +83,7 @@ func (f *routerFilter) Serve(s *filter.Stream) {
 	}
 
 	out := s.Req
-	rt.MutateRequestHeaders(out.Header, fmtCtx{s.Req})
+	rt.MutateRequestHeaders(out.Header, s)
 	if uri := rt.RewritePath(out.URL.RequestURI()); uri != out.URL.RequestURI() {
 		u, err := url.ParseRequestURI(uri)
 		if err == nil {
@@ -214,14 +214,3 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 }
 
 const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-
-type fmtCtx struct{ r *http.Request }
-
-func (f fmtCtx) DownstreamRemoteAddress() string { return f.r.RemoteAddr }
-func (f fmtCtx) DownstreamLocalAddress() string {
-	if a, ok := f.r.Context().Value(http.LocalAddrContextKey).(interface{ String() string }); ok {
-		return a.String()
-	}
-	return ""
-}
-func (f fmtCtx) Protocol() string { return f.r.Proto }

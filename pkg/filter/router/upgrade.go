@@ -45,9 +45,8 @@ func (f *routerFilter) serveUpgrade(s *filter.Stream, cl *upstream.Cluster, time
 	}
 	defer conn.Close()
 	defer res.Body.Close()
-	// The upstream refused. The downstream connection was in upgrade mode,
-	// so it cannot carry another request: close it after this answer.
-	s.W.Header().Set("Connection", "close")
+	// The upstream refused. The connection manager closes the downstream
+	// connection after this answer: it was in upgrade mode.
 	if tunnel.IsWebSocket(s.UpgradeType) && res.StatusCode < 400 {
 		// Envoy: a non-101 answer below 400 to a WebSocket handshake ends
 		// the stream with a local reply that echoes status and headers.
