@@ -24,6 +24,17 @@ import (
 // listeners' filter chains. b is copied; a resource that cannot be packed
 // (which a validated bootstrap never has) is left out.
 func StaticConfigDump(b *bootstrapv3.Bootstrap, loaded time.Time) *adminv3.ConfigDump {
+	return ConfigDump(b, loaded, nil)
+}
+
+// DynamicFiller adds dynamic resources (the xDS layer's) to the dump
+// messages; endpoints is dumped only when there is a filler.
+type DynamicFiller func(*adminv3.ClustersConfigDump, *adminv3.ListenersConfigDump, *adminv3.RoutesConfigDump, *adminv3.EndpointsConfigDump)
+
+// ConfigDump is StaticConfigDump plus whatever fill adds: Envoy's order is
+// bootstrap, clusters, endpoints, listeners, routes. Call it per request:
+// the dynamic part changes.
+func ConfigDump(b *bootstrapv3.Bootstrap, loaded time.Time, fill DynamicFiller) *adminv3.ConfigDump {
 	ts := timestamppb.New(loaded.Truncate(time.Millisecond)) // Envoy's precision
 	b = proto.Clone(b).(*bootstrapv3.Bootstrap)
 	clusters := &adminv3.ClustersConfigDump{}
@@ -48,10 +59,13 @@ func StaticConfigDump(b *bootstrapv3.Bootstrap, loaded time.Time) *adminv3.Confi
 		}
 	}
 	dump := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{
-		&adminv3.BootstrapConfigDump{Bootstrap: b, LastUpdated: ts},
-		clusters, listeners, routes,
-	} {
+	msgs := []proto.Message{&adminv3.BootstrapConfigDump{Bootstrap: b, LastUpdated: ts}, clusters, listeners, routes}
+	if fill != nil {
+		endpoints := &adminv3.EndpointsConfigDump{}
+		fill(clusters, listeners, routes, endpoints)
+		msgs = []proto.Message{msgs[0], clusters, endpoints, listeners, routes}
+	}
+	for _, m := range msgs {
 		if a, err := anypb.New(m); err == nil {
 			dump.Configs = append(dump.Configs, a)
 		}

@@ -16,12 +16,20 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hopproxy/hop/pkg/filter"
 	"github.com/hopproxy/hop/pkg/filter/buffer"
 	"github.com/hopproxy/hop/pkg/filter/router"
 	"github.com/hopproxy/hop/pkg/hcm"
 	"github.com/hopproxy/hop/pkg/listener"
+	routetable "github.com/hopproxy/hop/pkg/router"
 	"github.com/hopproxy/hop/pkg/snapshot"
 	"github.com/hopproxy/hop/pkg/stats"
 	"github.com/hopproxy/hop/pkg/tunnel"
@@ -55,43 +63,103 @@ type DataPlane struct {
 	Listeners *listener.Manager
 	Snapshot  snapshot.Store
 
-	mu sync.Mutex // serialises Apply
+	mu        sync.Mutex                                   // serialises Apply; guards endpoints
+	endpoints map[string]*endpointv3.ClusterLoadAssignment // the CLA each EDS cluster was last given
 }
 
-// New returns a data plane with nothing configured.
-func New(log *slog.Logger, st *stats.Store) *DataPlane {
-	d := &DataPlane{log: log, st: st, reg: Registry(), Tunnels: &tunnel.Tracker{}}
+// DefaultDrainTime is Envoy's default --drain-time-s.
+const DefaultDrainTime = 600 * time.Second
+
+// New returns a data plane with nothing configured. drain is how long a
+// removed listener drains before its connections are closed
+// (--drain-time-s).
+func New(log *slog.Logger, st *stats.Store, drain time.Duration) *DataPlane {
+	d := &DataPlane{log: log, st: st, reg: Registry(), Tunnels: &tunnel.Tracker{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
 	d.Clusters = upstream.NewManager(st, log.With("component", "upstream"))
 	env := &hcm.Env{Clusters: d.Clusters, Tunnels: d.Tunnels, Log: log.With("component", "hcm")}
-	d.Listeners = listener.New(log.With("component", "listener"), st, env)
+	d.Listeners = listener.New(log.With("component", "listener"), st, env, drain)
 	return d
 }
 
 // Compile checks a bundle without starting anything (hop --mode validate).
 func Compile(b snapshot.Bundle) error {
-	_, err := snapshot.Compile(b, Registry(), stats.New())
+	_, err := snapshot.Compile(b, Registry(), stats.New(), nil)
 	return err
 }
 
-// Apply makes b the live configuration.
+// Check compiles one resource on its own, as it would be compiled inside a
+// Bundle, so that the xDS layer can reject a bad resource by name before
+// it is ever part of one. A listener is compiled with its RDS routes
+// absent (an empty table): routes are checked on their own.
+func (d *DataPlane) Check(m proto.Message) error {
+	switch r := m.(type) {
+	case *listenerv3.Listener:
+		_, err := snapshot.CompileListener(r, d.reg, stats.New(), nil)
+		return err
+	case *clusterv3.Cluster:
+		return upstream.Compile(r)
+	case *routev3.RouteConfiguration:
+		_, err := routetable.Compile(r)
+		return err
+	case *endpointv3.ClusterLoadAssignment:
+		return upstream.CompileEndpoints(r)
+	}
+	return fmt.Errorf("dataplane: cannot check a %T", m)
+}
+
+// Apply makes b the live configuration: compile (on error nothing
+// changes), start new and changed clusters and set EDS endpoints, publish,
+// reconcile listeners, then retire clusters b no longer has.
 func (d *DataPlane) Apply(b snapshot.Bundle) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	snap, err := snapshot.Compile(b, d.reg, d.st)
+	snap, err := snapshot.Compile(b, d.reg, d.st, d.Snapshot.Load())
 	if err != nil {
 		return err
 	}
+	keep := map[string]bool{}
 	for _, c := range snap.Clusters {
-		if d.Clusters.Get(c.GetName()) != nil {
-			continue
-		}
-		if _, err := d.Clusters.Add(c); err != nil {
+		keep[c.GetName()] = true
+		prev := d.Clusters.Get(c.GetName())
+		uc, err := d.Clusters.Add(c)
+		if err != nil {
 			return fmt.Errorf("dataplane: %w", err)
 		}
+		if c.GetType() != clusterv3.Cluster_EDS {
+			continue
+		}
+		cla := snap.Endpoints[c.GetName()]
+		if got, ok := d.endpoints[c.GetName()]; ok && uc == prev && got == cla {
+			continue // same cluster, same endpoints
+		}
+		if err := d.Clusters.SetEndpoints(c.GetName(), cla); err != nil {
+			return fmt.Errorf("dataplane: %w", err)
+		}
+		d.endpoints[c.GetName()] = cla
 	}
 	d.Snapshot.Publish(snap)
-	return d.Listeners.Reconcile(snap.Listeners)
+	err = d.Listeners.Reconcile(snap.Listeners)
+	for _, c := range d.Clusters.Clusters() {
+		if !keep[c.Name()] {
+			d.Clusters.Remove(c.Name())
+			delete(d.endpoints, c.Name())
+		}
+	}
+	if err != nil {
+		return &ListenerError{err}
+	}
+	return nil
 }
+
+// ListenerError is an Apply error after which the new configuration is in
+// place except for the listeners it names (a socket could not be bound).
+type ListenerError struct{ Err error }
+
+func (e *ListenerError) Error() string { return e.Err.Error() }
+func (e *ListenerError) Unwrap() error { return e.Err }
+
+// Applied is true: everything but the failed listeners was applied.
+func (e *ListenerError) Applied() bool { return true }
 
 // ListenerAddr returns where a listener is bound.
 func (d *DataPlane) ListenerAddr(name string) net.Addr { return d.Listeners.Addr(name) }

@@ -52,7 +52,7 @@ func startHop(t *testing.T, yaml string, args ...any) *hop {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	dp := dataplane.New(log, st)
+	dp := dataplane.New(log, st, dataplane.DefaultDrainTime)
 	bundle := snapshot.Bundle{Version: "static", Listeners: b.GetStaticResources().GetListeners(), Clusters: b.GetStaticResources().GetClusters()}
 	if err := dp.Apply(bundle); err != nil {
 		t.Fatalf("apply: %v", err)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -20,9 +21,11 @@ type Config struct {
 	proto      *hcmv3.HttpConnectionManager
 	statPrefix string
 	routes     *router.Table
-	chain      filter.Handler          // http_filters
-	upgrades   map[string]upgradeEntry // upgrade_configs, keyed by lower-cased type
-	ignoreUp   func(token string) bool // http_protocol_options.ignore_http_11_upgrade
+	rdsName    string                      // rds.route_config_name; "" with an inline route_config
+	rdsProto   *routev3.RouteConfiguration // the RDS resource compiled into routes; nil when none has arrived
+	chain      filter.Handler              // http_filters
+	upgrades   map[string]upgradeEntry     // upgrade_configs, keyed by lower-cased type
+	ignoreUp   func(token string) bool     // http_protocol_options.ignore_http_11_upgrade
 	stats      *hcmStats
 
 	streamIdle        time.Duration // stream_idle_timeout; 0 = off
@@ -58,9 +61,18 @@ const (
 	routerFilterTypeURL = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 )
 
+// RouteSource returns the RouteConfiguration that RDS delivered under name,
+// or nil when none has (yet). Route tables are compiled from it; it is
+// consulted only while compiling.
+type RouteSource func(name string) *routev3.RouteConfiguration
+
 // Compile builds a Config. Errors name the field relative to the
-// HttpConnectionManager ("http_filters[1]: ...").
-func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Store) (*Config, error) {
+// HttpConnectionManager ("http_filters[1]: ..."). routes resolves
+// rds.route_config_name; with nil routes, or when it has no resource under
+// that name, the connection manager serves an empty route table (every
+// request gets 404), as Envoy does once RDS's initial_fetch_timeout has
+// passed. Whether a listener waits for its routes is the xDS layer's call.
+func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Store, routes RouteSource) (*Config, error) {
 	if err := p.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("hcm: %w", err)
 	}
@@ -128,7 +140,20 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 		}
 		c.routes = t
 	case *hcmv3.HttpConnectionManager_Rds:
-		return nil, fmt.Errorf("hcm: rds: dynamic route discovery is not supported yet")
+		c.rdsName = rs.Rds.GetRouteConfigName()
+		rc := (*routev3.RouteConfiguration)(nil)
+		if routes != nil {
+			rc = routes(c.rdsName)
+		}
+		c.rdsProto = rc
+		if rc == nil {
+			rc = &routev3.RouteConfiguration{Name: c.rdsName}
+		}
+		t, err := router.Compile(rc)
+		if err != nil {
+			return nil, fmt.Errorf("hcm: rds: route configuration %q: %w", c.rdsName, err)
+		}
+		c.routes = t
 	default:
 		return nil, fmt.Errorf("hcm: route_specifier: only route_config is supported")
 	}
@@ -157,6 +182,25 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 	}
 	c.stats = newHCMStats(st, c.statPrefix)
 	return c, nil
+}
+
+// RouteConfigName is rds.route_config_name, or "" when the routes are
+// inline.
+func (c *Config) RouteConfigName() string { return c.rdsName }
+
+// RouteConfig is the RDS resource the route table was compiled from; nil
+// with inline routes or when none had arrived.
+func (c *Config) RouteConfig() *routev3.RouteConfiguration { return c.rdsProto }
+
+// Proto is the HttpConnectionManager this Config was compiled from.
+func (c *Config) Proto() *hcmv3.HttpConnectionManager { return c.proto }
+
+// SameServer reports whether a connection served under a can go on under b:
+// the settings net/http fixes per server (header size limit, header and
+// idle timeouts) are equal. The listener manager then keeps the connections
+// and swaps b in for new requests; otherwise it starts a new server.
+func SameServer(a, b *Config) bool {
+	return a.maxHeaderBytes == b.maxHeaderBytes && a.headersTimeout == b.headersTimeout && a.connIdle == b.connIdle
 }
 
 // compileChain turns a list of HttpFilter into one Handler. The terminal

@@ -30,7 +30,7 @@ func compile(t *testing.T, y string) error {
 	if err := protojson.Unmarshal(j, &p); err != nil {
 		t.Fatal(err)
 	}
-	_, err = hcm.Compile(&p, dataplane.Registry(), stats.New())
+	_, err = hcm.Compile(&p, dataplane.Registry(), stats.New(), nil)
 	return err
 }
 

@@ -13,19 +13,23 @@ import (
 // Server is the HTTP/1.1 server of one filter chain. The listener hands it
 // connections with ServeConn; net/http parses them and calls the Manager.
 type Server struct {
-	mgr *Manager
-	srv *http.Server
-	q   *connQueue
+	mgr   *Manager
+	srv   *http.Server
+	q     *connQueue
+	owner any // tags the tunnels started on this server's connections
 
 	tracks sync.Map // net.Conn → *connTrack, from ServeConn until close or hijack
 	done   chan struct{}
 }
 
 // NewServer starts a server for mgr. Limits that net/http fixes per server
-// (header size, header and idle timeouts) come from the Config current now.
-func NewServer(mgr *Manager, log *slog.Logger) *Server {
+// (header size, header and idle timeouts) come from the Config current now
+// (see SameServer). owner tags the tunnels started on the server's
+// connections in the tunnel.Tracker, so that the listener that owns the
+// server can cut them when it is drained away.
+func NewServer(mgr *Manager, log *slog.Logger, owner any) *Server {
 	cfg := mgr.Config()
-	s := &Server{mgr: mgr, q: newConnQueue(), done: make(chan struct{})}
+	s := &Server{mgr: mgr, q: newConnQueue(), done: make(chan struct{}), owner: owner}
 	s.srv = &http.Server{
 		Handler:           mgr,
 		MaxHeaderBytes:    cfg.maxHeaderBytes,
@@ -70,7 +74,7 @@ func (s *Server) ServeConn(c net.Conn, onClose func()) {
 	st.cxHTTP1Total.Inc()
 	st.cxActive.Inc()
 	st.cxHTTP1Active.Inc()
-	t := &connTrack{st: st, onClose: onClose}
+	t := &connTrack{st: st, onClose: onClose, owner: s.owner}
 	s.tracks.Store(c, t)
 	if !s.q.push(c) {
 		s.tracks.Delete(c)
@@ -102,6 +106,15 @@ type connTrack struct {
 	released atomic.Bool
 	st       *hcmStats
 	onClose  func()
+	owner    any
+}
+
+// group is the tunnel group of the connection (nil without a track).
+func (t *connTrack) group() any {
+	if t == nil {
+		return nil
+	}
+	return t.owner
 }
 
 type connTrackKey struct{}

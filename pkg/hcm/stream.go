@@ -176,7 +176,7 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 	st := s.cfg.stats
 	_, idle := s.Timeouts(fs)
 	track := connTrackFrom(fs.Req.Context())
-	s.mgr.env.Tunnels.Go(down.Conn, up.Conn, down.Buffered, nil, tunnel.Options{IdleTimeout: idle}, func(r tunnel.Result) {
+	s.mgr.env.Tunnels.Go(track.group(), down.Conn, up.Conn, down.Buffered, nil, tunnel.Options{IdleTimeout: idle}, func(r tunnel.Result) {
 		if r.Cause == tunnel.CauseIdleTimeout {
 			st.rqIdleTimeout.Inc()
 		}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,21 +25,47 @@ const listenerFiltersTimeout = 15 * time.Second
 
 // Manager owns the listening sockets.
 type Manager struct {
-	log *slog.Logger
-	st  *stats.Store
-	env *hcm.Env
+	log   *slog.Logger
+	st    *stats.Store
+	env   *hcm.Env
+	drain time.Duration // --drain-time-s: how long a removed listener drains
+	ms    managerStats
 
-	mu     sync.Mutex // guards active
-	active map[string]*active
-	wg     sync.WaitGroup // accept loops
+	mu       sync.Mutex // guards active and draining
+	active   map[string]*active
+	draining map[*active]struct{}
+	wg       sync.WaitGroup // accept loops and drains
 }
 
-// New returns a Manager without listeners.
-func New(log *slog.Logger, st *stats.Store, env *hcm.Env) *Manager {
-	return &Manager{log: log, st: st, env: env, active: map[string]*active{}}
+// managerStats are Envoy's listener_manager.* stats that belong to sockets.
+type managerStats struct {
+	added, modified, removed, inPlace, createFailure *stats.Counter
+	totalActive, totalDraining                       *stats.Gauge
 }
 
-// active is one bound listener.
+// New returns a Manager without listeners. drain is how long a removed
+// listener's connections may go on before they are closed (Envoy's
+// --drain-time-s).
+func New(log *slog.Logger, st *stats.Store, env *hcm.Env, drain time.Duration) *Manager {
+	sc := st.Root().Sub("listener_manager")
+	return &Manager{
+		log: log, st: st, env: env, drain: drain,
+		active:   map[string]*active{},
+		draining: map[*active]struct{}{},
+		ms: managerStats{
+			added:         sc.Counter("listener_added"),
+			modified:      sc.Counter("listener_modified"),
+			removed:       sc.Counter("listener_removed"),
+			inPlace:       sc.Counter("listener_in_place_updated"),
+			createFailure: sc.Counter("listener_create_failure"),
+			totalActive:   sc.Gauge("total_listeners_active"),
+			totalDraining: sc.Gauge("total_listeners_draining"),
+		},
+	}
+}
+
+// active is one bound listener. Its servers are keyed by chainKey, so that
+// an update finds the server of the "same" chain again.
 type active struct {
 	ln       net.Listener
 	cfg      *snapshot.Listener
@@ -49,8 +76,20 @@ type active struct {
 	cxDestr  *stats.Counter
 }
 
-// Reconcile makes the open listeners those of snap: new ones are bound,
-// removed ones closed. Listeners are keyed by name. An error binding one
+// Reconcile makes the open listeners those of ls. Listeners are keyed by
+// name:
+//   - a new name is bound;
+//   - a kept name on the same address keeps its socket and its
+//     connections; chains whose server settings are unchanged keep their
+//     server and get the new configuration for new requests (RDS updates
+//     reach existing connections this way); other chains get new servers
+//     and the old ones finish their requests and close;
+//   - a removed name (or one whose address changed) stops accepting at
+//     once and drains: requests in flight finish, idle connections close,
+//     and whatever is still open after the drain time, tunnels included,
+//     is closed.
+//
+// Tunnels on kept listeners are never touched. An error binding one
 // listener leaves the others in place and is returned.
 func (m *Manager) Reconcile(ls []*snapshot.Listener) error {
 	m.mu.Lock()
@@ -63,7 +102,8 @@ func (m *Manager) Reconcile(ls []*snapshot.Listener) error {
 		if want[name] == nil || want[name].Address != a.cfg.Address {
 			a.ln.Close()
 			delete(m.active, name)
-			go a.shutdownServers()
+			m.ms.removed.Inc()
+			m.startDrainLocked(a)
 		}
 	}
 	var errs []error
@@ -73,10 +113,54 @@ func (m *Manager) Reconcile(ls []*snapshot.Listener) error {
 			continue
 		}
 		if err := m.bindLocked(l); err != nil {
+			m.ms.createFailure.Inc()
 			errs = append(errs, err)
+			continue
 		}
+		m.ms.added.Inc()
 	}
+	m.ms.totalActive.Set(int64(len(m.active)))
 	return errors.Join(errs...)
+}
+
+// startDrainLocked drains a listener that was removed: its servers shut
+// down gracefully; at the drain deadline every connection still open and
+// every tunnel accepted on it is closed.
+func (m *Manager) startDrainLocked(a *active) {
+	m.draining[a] = struct{}{}
+	m.ms.totalDraining.Set(int64(len(m.draining)))
+	m.log.Info("draining listener", "listener", a.cfg.Name, "drain_time", m.drain)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), m.drain)
+		defer cancel()
+		a.drainServers(ctx)
+		if n := m.env.Tunnels.CloseGroup(a); n > 0 {
+			m.log.Info("drain time over: closed tunnels", "listener", a.cfg.Name, "tunnels", n)
+		}
+		m.mu.Lock()
+		delete(m.draining, a)
+		m.ms.totalDraining.Set(int64(len(m.draining)))
+		m.mu.Unlock()
+	}()
+}
+
+// drainServers shuts the servers down gracefully and closes what is left
+// when ctx ends. It then waits for the listener's tunnels until ctx ends.
+func (a *active) drainServers(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, s := range a.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Shutdown(ctx); err != nil {
+				s.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	<-ctx.Done()
 }
 
 func (m *Manager) bindLocked(l *snapshot.Listener) error {
@@ -88,12 +172,12 @@ func (m *Manager) bindLocked(l *snapshot.Listener) error {
 	a := &active{
 		ln:       ln,
 		cfg:      l,
-		servers:  m.newServers(l),
 		cxTotal:  sc.Counter("downstream_cx_total"),
 		cxActive: sc.Gauge("downstream_cx_active"),
 		noMatch:  sc.Counter("no_filter_chain_match"),
 		cxDestr:  sc.Counter("downstream_cx_destroy"),
 	}
+	a.servers = m.newServers(a, l, nil)
 	m.active[l.Name] = a
 	m.wg.Add(1)
 	go func() {
@@ -104,34 +188,70 @@ func (m *Manager) bindLocked(l *snapshot.Listener) error {
 	return nil
 }
 
-func (m *Manager) newServers(l *snapshot.Listener) map[*snapshot.FilterChain]*hcm.Server {
+// newServers makes the servers of l's chains. old, when not nil, are the
+// servers of the listener's previous config keyed by chain: a chain whose
+// key and server settings match takes the old server over, with the new
+// configuration swapped in (the old server is removed from old). The
+// servers left in old are the caller's to shut down.
+func (m *Manager) newServers(a *active, l *snapshot.Listener, old map[string]*hcm.Server) map[*snapshot.FilterChain]*hcm.Server {
 	s := map[*snapshot.FilterChain]*hcm.Server{}
-	for _, fc := range append(append([]*snapshot.FilterChain(nil), l.Chains...), l.Default) {
-		if fc != nil {
-			s[fc] = hcm.NewServer(hcm.NewManager(fc.HCM, m.env), m.log)
-		}
+	for i, fc := range l.Chains {
+		s[fc] = m.serverFor(a, fc, chainKey(fc, i), old)
+	}
+	if l.Default != nil {
+		s[l.Default] = m.serverFor(a, l.Default, "default_filter_chain", old)
 	}
 	return s
 }
 
+func (m *Manager) serverFor(a *active, fc *snapshot.FilterChain, key string, old map[string]*hcm.Server) *hcm.Server {
+	if srv := old[key]; srv != nil && hcm.SameServer(srv.Manager().Config(), fc.HCM) {
+		delete(old, key)
+		srv.Manager().Update(fc.HCM)
+		return srv
+	}
+	return hcm.NewServer(hcm.NewManager(fc.HCM, m.env), m.log, a)
+}
+
+// chainKey identifies a filter chain across versions of its listener: its
+// name, or its position when it has none.
+func chainKey(fc *snapshot.FilterChain, i int) string {
+	if fc.Name != "" {
+		return "name:" + fc.Name
+	}
+	return "index:" + strconv.Itoa(i)
+}
+
+// serversByKey indexes a's servers by chainKey.
+func (a *active) serversByKey() map[string]*hcm.Server {
+	out := map[string]*hcm.Server{}
+	for i, fc := range a.cfg.Chains {
+		out[chainKey(fc, i)] = a.servers[fc]
+	}
+	if a.cfg.Default != nil {
+		out["default_filter_chain"] = a.servers[a.cfg.Default]
+	}
+	return out
+}
+
 // updateLocked moves an open listener to a new config on the same socket:
-// new connections use the new chains; connections already accepted keep
-// theirs until they end.
+// new connections use the new chains; connections already accepted stay
+// on their server, which either serves the new chain's configuration from
+// the next request on or, when the server settings changed, finishes its
+// requests and closes.
 func (m *Manager) updateLocked(a *active, l *snapshot.Listener) {
 	if a.cfg == l {
 		return
 	}
-	old := &active{servers: a.servers}
-	a.servers = m.newServers(l)
+	old := a.serversByKey()
+	a.servers = m.newServers(a, l, old)
 	a.cfg = l
-	go old.shutdownServers()
-}
-
-// shutdownServers lets the servers finish their requests; tunnels are not
-// affected (they belong to the tracker).
-func (a *active) shutdownServers() {
-	for _, s := range a.servers {
-		s.Shutdown(context.Background())
+	if len(old) == 0 {
+		m.ms.inPlace.Inc()
+	}
+	m.ms.modified.Inc()
+	for _, srv := range old {
+		go srv.Shutdown(context.Background())
 	}
 }
 
@@ -224,7 +344,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	for _, a := range all {
 		a.ln.Close()
 	}
-	m.wg.Wait()
+	m.wg.Wait() // accept loops, and drains: they end by the drain time
 	var wg sync.WaitGroup
 	for _, a := range all {
 		for _, s := range a.servers {

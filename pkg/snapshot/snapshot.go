@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/hopproxy/hop/pkg/filter"
@@ -21,11 +23,20 @@ import (
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
-// Bundle is one consistent set of validated resources.
+// Bundle is one consistent set of validated resources. Its protos are
+// never modified by anyone once handed over: an unchanged resource is the
+// same pointer from one Bundle to the next, which lets Compile reuse what
+// it compiled before.
 type Bundle struct {
 	Version   string
 	Listeners []*listenerv3.Listener
 	Clusters  []*clusterv3.Cluster
+	// Routes are the RDS resources by name; an HCM whose rds names a route
+	// configuration missing here serves an empty route table.
+	Routes map[string]*routev3.RouteConfiguration
+	// Endpoints are the EDS resources by service name
+	// (eds_cluster_config.service_name, or the cluster's name).
+	Endpoints map[string]*endpointv3.ClusterLoadAssignment
 }
 
 // Snapshot is a compiled Bundle. It is never mutated after Compile.
@@ -33,6 +44,18 @@ type Snapshot struct {
 	Version   string
 	Listeners []*Listener
 	Clusters  []*clusterv3.Cluster
+	// Endpoints maps an EDS cluster's name to its ClusterLoadAssignment
+	// (nil when none arrived: the cluster has no hosts).
+	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+}
+
+// EDSServiceName is the EDS resource name of an EDS cluster:
+// eds_cluster_config.service_name, or the cluster's name.
+func EDSServiceName(c *clusterv3.Cluster) string {
+	if n := c.GetEdsClusterConfig().GetServiceName(); n != "" {
+		return n
+	}
+	return c.GetName()
 }
 
 // Listener is one compiled listener.
@@ -61,9 +84,21 @@ const (
 	tlsInspectorTypeURL = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 )
 
-// Compile builds a Snapshot. Errors name the resource and field path.
-func Compile(b Bundle, reg *filter.Registry, st *stats.Store) (*Snapshot, error) {
-	snap := &Snapshot{Version: b.Version, Clusters: b.Clusters}
+// Compile builds a Snapshot. Errors name the resource and field path. prev,
+// when not nil, is the snapshot being replaced: a listener whose proto and
+// route configurations are the very same pointers as there is taken over
+// as is instead of being compiled again, so that a push that changes one
+// listener costs one listener's compile, and the listener manager sees
+// that the others did not change.
+func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot) (*Snapshot, error) {
+	snap := &Snapshot{Version: b.Version, Clusters: b.Clusters, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
+	routes := func(name string) *routev3.RouteConfiguration { return b.Routes[name] }
+	old := map[*listenerv3.Listener]*Listener{}
+	if prev != nil {
+		for _, l := range prev.Listeners {
+			old[l.Proto] = l
+		}
+	}
 	seenName := map[string]bool{}
 	for i, c := range b.Clusters {
 		if seenName[c.GetName()] {
@@ -73,13 +108,26 @@ func Compile(b Bundle, reg *filter.Registry, st *stats.Store) (*Snapshot, error)
 		if err := upstream.Compile(c); err != nil {
 			return nil, fmt.Errorf("clusters[%d]: %w", i, err)
 		}
+		if c.GetType() == clusterv3.Cluster_EDS {
+			cla := b.Endpoints[EDSServiceName(c)]
+			if cla != nil {
+				if err := upstream.CompileEndpoints(cla); err != nil {
+					return nil, fmt.Errorf("clusters[%d]: endpoints %q: %w", i, EDSServiceName(c), err)
+				}
+			}
+			snap.Endpoints[c.GetName()] = cla
+		}
 	}
 	seenName = map[string]bool{}
 	seenAddr := map[string]bool{}
 	for i, lp := range b.Listeners {
-		l, err := CompileListener(lp, reg, st)
-		if err != nil {
-			return nil, fmt.Errorf("listeners[%d]: %w", i, err)
+		l := old[lp]
+		if l == nil || !l.sameRoutes(routes) {
+			var err error
+			l, err = CompileListener(lp, reg, st, routes)
+			if err != nil {
+				return nil, fmt.Errorf("listeners[%d]: %w", i, err)
+			}
 		}
 		if seenName[l.Name] {
 			return nil, fmt.Errorf("listeners[%d]: duplicate listener name %q", i, l.Name)
@@ -93,8 +141,41 @@ func Compile(b Bundle, reg *filter.Registry, st *stats.Store) (*Snapshot, error)
 	return snap, nil
 }
 
-// CompileListener compiles one listener.
-func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.Store) (*Listener, error) {
+// sameRoutes reports whether every RDS route configuration l was compiled
+// with is still the one routes returns.
+func (l *Listener) sameRoutes(routes hcm.RouteSource) bool {
+	for _, fc := range l.allChains() {
+		if n := fc.HCM.RouteConfigName(); n != "" && fc.HCM.RouteConfig() != routes(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// allChains returns the filter chains and the default chain, if any.
+func (l *Listener) allChains() []*FilterChain {
+	out := append([]*FilterChain(nil), l.Chains...)
+	if l.Default != nil {
+		out = append(out, l.Default)
+	}
+	return out
+}
+
+// RouteConfigNames lists the RDS route configurations l's connection
+// managers use.
+func (l *Listener) RouteConfigNames() []string {
+	var out []string
+	for _, fc := range l.allChains() {
+		if n := fc.HCM.RouteConfigName(); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// CompileListener compiles one listener; routes resolves RDS names (see
+// hcm.Compile).
+func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.Store, routes hcm.RouteSource) (*Listener, error) {
 	sa := lp.GetAddress().GetSocketAddress()
 	if sa == nil {
 		return nil, fmt.Errorf("address: only socket_address is supported")
@@ -120,14 +201,14 @@ func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.St
 		}
 	}
 	for i, fc := range lp.GetFilterChains() {
-		c, err := compileChain(fc, reg, st)
+		c, err := compileChain(fc, reg, st, routes)
 		if err != nil {
 			return nil, fmt.Errorf("filter_chains[%d]%w", i, err)
 		}
 		l.Chains = append(l.Chains, c)
 	}
 	if dfc := lp.GetDefaultFilterChain(); dfc != nil {
-		c, err := compileChain(dfc, reg, st)
+		c, err := compileChain(dfc, reg, st, routes)
 		if err != nil {
 			return nil, fmt.Errorf("default_filter_chain%w", err)
 		}
@@ -143,7 +224,7 @@ func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.St
 	return l, nil
 }
 
-func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.Store) (*FilterChain, error) {
+func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.Store, routes hcm.RouteSource) (*FilterChain, error) {
 	if ts := fc.GetTransportSocket(); ts != nil && ts.GetTypedConfig().GetTypeUrl() != rawBufferTypeURL {
 		return nil, fmt.Errorf(".transport_socket.typed_config: unsupported transport socket %q", ts.GetTypedConfig().GetTypeUrl())
 	}
@@ -165,7 +246,7 @@ func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.St
 	if err := tc.UnmarshalTo(&p); err != nil {
 		return nil, fmt.Errorf(".filters[0].typed_config: %w", err)
 	}
-	h, err := hcm.Compile(&p, reg, st)
+	h, err := hcm.Compile(&p, reg, st, routes)
 	if err != nil {
 		return nil, fmt.Errorf(".filters[0].typed_config: %w", err)
 	}

@@ -17,14 +17,17 @@ type Tracker struct {
 
 // Tunnel is one live spliced pair, as the tracker sees it.
 type Tunnel struct {
-	a, b net.Conn
+	a, b  net.Conn
+	group any
 }
 
 // Go runs Splice(a, b, ...) on a new goroutine owned by the tracker and
-// calls done with its result (done may be nil). If the tracker is already
-// shut down, both connections are closed and done gets CauseAborted.
-func (t *Tracker) Go(a, b net.Conn, aPrelude, bPrelude []byte, opt Options, done func(Result)) {
-	tun := &Tunnel{a: a, b: b}
+// calls done with its result (done may be nil). group tags the tunnel for
+// CloseGroup (the listener it was accepted on); nil is no group. If the
+// tracker is already shut down, both connections are closed and done gets
+// CauseAborted.
+func (t *Tracker) Go(group any, a, b net.Conn, aPrelude, bPrelude []byte, opt Options, done func(Result)) {
+	tun := &Tunnel{a: a, b: b, group: group}
 	t.mu.Lock()
 	if t.stopped {
 		t.mu.Unlock()
@@ -62,6 +65,36 @@ func (t *Tracker) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.live)
+}
+
+// CountGroup returns the number of live tunnels tagged group.
+func (t *Tracker) CountGroup(group any) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for tun := range t.live {
+		if tun.group == group {
+			n++
+		}
+	}
+	return n
+}
+
+// CloseGroup cuts every live tunnel tagged group (a drained listener's, at
+// the end of its drain time) and returns how many it cut. Their done
+// callbacks run as the splices end.
+func (t *Tracker) CloseGroup(group any) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for tun := range t.live {
+		if tun.group == group {
+			tun.a.Close()
+			tun.b.Close()
+			n++
+		}
+	}
+	return n
 }
 
 // Shutdown stops new tunnels, waits until the live ones end by themselves or

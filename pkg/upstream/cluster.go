@@ -59,9 +59,10 @@ type Cluster struct {
 	// counts DNS goroutines. dialCtx ends connection attempts and is
 	// cancelled only when the cluster is removed (not when it is replaced,
 	// so that streams still holding it can connect). ready is closed once
-	// every DNS name has had its first answer (success or failure), at once
-	// when there is none: until then chooseHost waits, which stands in for
-	// Envoy's cluster warming.
+	// every DNS name has had its first answer (success or failure) and, for
+	// EDS, once SetEndpoints was first called; at once when there is none of
+	// either. Until then chooseHost waits, which stands in for Envoy's
+	// cluster warming.
 	ctx        context.Context
 	cancel     context.CancelFunc
 	dialCtx    context.Context
@@ -73,9 +74,11 @@ type Cluster struct {
 	// set is the published host set: written under mu, read lock-free.
 	set atomic.Pointer[hostSet]
 
-	mu      sync.Mutex   // serialises host set rebuilds; guards the fields below
-	targets []*dnsTarget // one per lb_endpoint, config order
-	waiting int          // DNS targets still waiting for their first answer
+	mu          sync.Mutex   // serialises host set rebuilds; guards the fields below
+	targets     []*dnsTarget // one per lb_endpoint, config order
+	edsHosts    []*host      // EDS: the hosts of the last SetEndpoints, in its order
+	edsReceived bool         // EDS: SetEndpoints has been called
+	waiting     int          // DNS targets still waiting for their first answer, +1 for EDS until SetEndpoints
 }
 
 func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.Logger, resolve Resolver) *Cluster {
@@ -102,11 +105,14 @@ func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.L
 		t := &dnsTarget{spec: &s.endpoints[i]}
 		if ip := t.spec.ip; ip.IsValid() { // an IP literal needs no resolution
 			ap := netip.AddrPortFrom(ip, t.spec.port)
-			t.hosts = []*host{c.newHost(ap.String(), ap, t.spec)}
+			t.hosts = []*host{c.newHost(ap.String(), ap, attrsOf(t.spec))}
 		} else {
 			c.waiting++
 		}
 		c.targets = append(c.targets, t)
+	}
+	if s.kind == kindEDS {
+		c.waiting++ // until the first SetEndpoints
 	}
 	c.mu.Lock()
 	c.publishLocked()
@@ -151,21 +157,24 @@ func (c *Cluster) retire(removed bool) {
 }
 
 // newHost makes a host with its connection pool.
-func (c *Cluster) newHost(key string, ap netip.AddrPort, ep *endpointSpec) *host {
-	h := newHost(key, ap, ep)
+func (c *Cluster) newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
+	h := newHost(key, ap, a)
 	h.pool = c.newPool(h)
 	return h
 }
 
 // publishLocked rebuilds and publishes the host set from every target's
-// current hosts. Callers hold mu.
+// current hosts and the EDS hosts, reading the hosts' current attributes.
+// membership_change counts a set that gained or lost a host, as Envoy
+// counts updates with hosts added or removed. Callers hold mu.
 func (c *Cluster) publishLocked() {
-	hosts := make([]*host, 0, len(c.targets))
+	hosts := make([]*host, 0, len(c.targets)+len(c.edsHosts))
 	for _, t := range c.targets {
 		hosts = append(hosts, t.hosts...)
 	}
+	hosts = append(hosts, c.edsHosts...)
 	hs := newHostSet(hosts, c.s.lb, c.s.panicThreshold)
-	if old := c.set.Swap(hs); old != nil && !sameHosts(old.hosts, hosts) {
+	if old := c.set.Swap(hs); old != nil && !sameHostSet(old.hosts, hosts) {
 		c.st.membershipChange.Inc()
 		kept := make(map[*host]bool, len(hosts))
 		for _, h := range hosts {
@@ -182,19 +191,8 @@ func (c *Cluster) publishLocked() {
 	c.st.membershipHealthy.Set(int64(hs.healthy))
 }
 
-func sameHosts(a, b []*host) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// chooseHost waits for the first DNS answers, then asks the load balancer.
+// chooseHost waits for the first DNS answers (or EDS assignment), then asks
+// the load balancer.
 func (c *Cluster) chooseHost(ctx context.Context) (*host, error) {
 	select {
 	case <-c.ready:
@@ -228,7 +226,8 @@ func (c *Cluster) Name() string { return c.s.name }
 func (c *Cluster) Proto() *clusterv3.Cluster { return c.proto }
 
 // Ready is closed once every DNS name of the cluster has had its first
-// answer (at once for STATIC clusters). RoundTrip and Dial wait for it.
+// answer, and for an EDS cluster once Manager.SetEndpoints was first called
+// (at once for STATIC clusters). RoundTrip and Dial wait for it.
 func (c *Cluster) Ready() <-chan struct{} { return c.ready }
 
 // Hosts lists the current hosts with their counters, for admin.

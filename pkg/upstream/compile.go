@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -38,6 +39,7 @@ const (
 	kindStatic clusterKind = iota
 	kindStrictDNS
 	kindLogicalDNS
+	kindEDS
 )
 
 type lbKind int
@@ -64,7 +66,8 @@ type settings struct {
 	name, statName string
 	kind           clusterKind
 	lb             lbKind
-	endpoints      []endpointSpec
+	endpoints      []endpointSpec // load_assignment's; none for EDS
+	edsServiceName string         // EDS: eds_cluster_config.service_name, or name
 
 	connectTimeout     time.Duration
 	idleTimeout        time.Duration // 0: never close idle pooled connections
@@ -126,6 +129,17 @@ func compileCluster(c *clusterv3.Cluster) (*settings, error) {
 		s.kind = kindStrictDNS
 	case clusterv3.Cluster_LOGICAL_DNS:
 		s.kind = kindLogicalDNS
+	case clusterv3.Cluster_EDS:
+		s.kind = kindEDS
+		// As Envoy's EdsClusterFactory; eds_config itself is the xDS
+		// layer's business.
+		if c.GetEdsClusterConfig() == nil {
+			return nil, errors.New("eds_cluster_config: cannot create an EDS cluster without an EDS config")
+		}
+		s.edsServiceName = c.GetEdsClusterConfig().GetServiceName()
+		if s.edsServiceName == "" {
+			s.edsServiceName = s.name
+		}
 	default:
 		return nil, fmt.Errorf("type: %s clusters: %w", t, ErrUnsupported)
 	}
@@ -288,28 +302,18 @@ func compileConnection(c *clusterv3.Cluster, s *settings) error {
 	return nil
 }
 
+// compileEndpoints compiles load_assignment. An EDS cluster ignores it, as
+// Envoy's EdsClusterImpl does (its hosts come from SetEndpoints); only the
+// field allowlist applies to it then.
 func compileEndpoints(c *clusterv3.Cluster, s *settings) error {
-	for i, lle := range c.GetLoadAssignment().GetEndpoints() {
-		lp := fmt.Sprintf("load_assignment.endpoints[%d]", i)
-		if lle.GetPriority() != 0 {
-			return fmt.Errorf("%s.priority: %w: only priority 0 is supported", lp, ErrUnsupported)
-		}
-		for j, lbe := range lle.GetLbEndpoints() {
-			ap := fmt.Sprintf("%s.lb_endpoints[%d].endpoint.address", lp, j)
-			ep, err := compileEndpoint(lbe.GetEndpoint().GetAddress(), s.kind, ap)
-			if err != nil {
-				return err
-			}
-			ep.hostname = lbe.GetEndpoint().GetHostname()
-			ep.weight = 1
-			if w := lbe.GetLoadBalancingWeight(); w != nil {
-				ep.weight = w.GetValue()
-			}
-			ep.health = lbe.GetHealthStatus()
-			ep.locality = lle.GetLocality()
-			s.endpoints = append(s.endpoints, ep)
-		}
+	if s.kind == kindEDS {
+		return nil
 	}
+	eps, err := compileLocalities(c.GetLoadAssignment().GetEndpoints(), s.kind, "load_assignment.")
+	if err != nil {
+		return err
+	}
+	s.endpoints = eps
 	if s.kind == kindLogicalDNS {
 		eps := c.GetLoadAssignment().GetEndpoints()
 		if len(eps) != 1 || len(eps[0].GetLbEndpoints()) != 1 {
@@ -320,6 +324,34 @@ func compileEndpoints(c *clusterv3.Cluster, s *settings) error {
 		}
 	}
 	return nil
+}
+
+// compileLocalities compiles the endpoints of a ClusterLoadAssignment, in
+// order. prefix starts every error path.
+func compileLocalities(lles []*endpointv3.LocalityLbEndpoints, kind clusterKind, prefix string) ([]endpointSpec, error) {
+	var out []endpointSpec
+	for i, lle := range lles {
+		lp := fmt.Sprintf("%sendpoints[%d]", prefix, i)
+		if lle.GetPriority() != 0 {
+			return nil, fmt.Errorf("%s.priority: %w: only priority 0 is supported", lp, ErrUnsupported)
+		}
+		for j, lbe := range lle.GetLbEndpoints() {
+			ap := fmt.Sprintf("%s.lb_endpoints[%d].endpoint.address", lp, j)
+			ep, err := compileEndpoint(lbe.GetEndpoint().GetAddress(), kind, ap)
+			if err != nil {
+				return nil, err
+			}
+			ep.hostname = lbe.GetEndpoint().GetHostname()
+			ep.weight = 1
+			if w := lbe.GetLoadBalancingWeight(); w != nil {
+				ep.weight = w.GetValue()
+			}
+			ep.health = lbe.GetHealthStatus()
+			ep.locality = lle.GetLocality()
+			out = append(out, ep)
+		}
+	}
+	return out, nil
 }
 
 func compileEndpoint(addr *corev3.Address, kind clusterKind, path string) (endpointSpec, error) {
@@ -337,8 +369,8 @@ func compileEndpoint(addr *corev3.Address, kind clusterKind, path string) (endpo
 	ep := endpointSpec{address: sa.GetAddress(), port: uint16(port)}
 	if ip, err := netip.ParseAddr(sa.GetAddress()); err == nil {
 		ep.ip = ip.Unmap()
-	} else if kind == kindStatic {
-		return endpointSpec{}, fmt.Errorf("%s: malformed IP address: %s", path, sa.GetAddress())
+	} else if kind == kindStatic || kind == kindEDS {
+		return endpointSpec{}, fmt.Errorf("%s.socket_address.address: malformed IP address: %s", path, sa.GetAddress())
 	}
 	return ep, nil
 }

@@ -64,7 +64,7 @@ func TestCompileErrors(t *testing.T) {
 			cluster: with(func(c *clusterv3.Cluster) {
 				c.LoadAssignment.Endpoints[0].LbEndpoints[1] = lbEndpoint("example.com", 80)
 			}),
-			want: `upstream: cluster "c": load_assignment.endpoints[0].lb_endpoints[1].endpoint.address: malformed IP address: example.com`,
+			want: `upstream: cluster "c": load_assignment.endpoints[0].lb_endpoints[1].endpoint.address.socket_address.address: malformed IP address: example.com`,
 		},
 		{
 			name:    "unsupported top-level field",

@@ -64,7 +64,8 @@ func (c *Cluster) connClosed(h *host) {
 
 // Dial opens a new TCP connection to a host chosen by the cluster's
 // lb_policy, for an upgrade or a tunnel. These connections are never pooled.
-// It waits for the cluster's first DNS answers, then for at most
+// It waits for the cluster's first DNS answers (or, for EDS, its first
+// SetEndpoints), then for at most
 // connect_timeout (or until ctx is done). Errors are ErrNoHealthyUpstream,
 // *ConnectError, or ctx's error wrapped.
 //

@@ -208,11 +208,11 @@ func (c *Cluster) applyAnswer(t *dnsTarget, addrs []netip.Addr) {
 // newHostFromDNS makes a host for a resolved address; without an explicit
 // endpoint.hostname, the DNS name is reported as the hostname.
 func (c *Cluster) newHostFromDNS(key string, ap netip.AddrPort, spec *endpointSpec) *host {
-	h := c.newHost(key, ap, spec)
-	if h.hostname == "" {
-		h.hostname = spec.address
+	a := attrsOf(spec)
+	if a.hostname == "" {
+		a.hostname = spec.address
 	}
-	return h
+	return c.newHost(key, ap, a)
 }
 
 func defaultResolver(ctx context.Context, network, host string) ([]netip.Addr, error) {

@@ -1,30 +1,43 @@
 // Package upstream turns Envoy clusters (envoy.config.cluster.v3.Cluster)
-// into live clusters: endpoints, DNS resolution, load balancing, an
-// HTTP/1.1 connection pool with keep-alive reuse, and raw TCP dials for
-// upgrades and tunnels.
+// into live clusters: endpoints (static, resolved through DNS, or set from
+// EDS ClusterLoadAssignments), load balancing, an HTTP/1.1 connection pool
+// with keep-alive reuse, and raw TCP dials for upgrades and tunnels.
 //
 // # Place in the data flow
 //
 // snapshot compiles each cluster once through Manager.Add (or only checks it
-// with Compile for `hop --mode validate`). The router filter sends ordinary
-// requests with Cluster.RoundTrip; tunnel and tcpproxy open byte streams with
-// Cluster.Dial and splice the returned *net.TCPConn. admin lists clusters and
-// hosts through Manager.Clusters and Cluster.Hosts. The package imports only
+// with Compile for `hop --mode validate`). For every cluster of type EDS the
+// xDS data plane then calls Manager.SetEndpoints with the
+// ClusterLoadAssignment it received (CompileEndpoints checks one before it
+// is acknowledged). The router filter sends ordinary requests with
+// Cluster.RoundTrip; tunnel and tcpproxy open byte streams with Cluster.Dial
+// and splice the returned *net.TCPConn. admin lists clusters and hosts
+// through Manager.Clusters and Cluster.Hosts. The package imports only
 // pkg/stats, go-control-plane and the standard library.
 //
 // # Lifetime
 //
 // A Manager owns every Cluster. Adding a cluster whose proto is equal to the
 // one already registered under its name returns the existing Cluster, so its
-// pool and DNS state survive config pushes that do not change it. Adding a
-// changed cluster compiles the new one first (on error nothing changes), then
-// registers it and retires the old one: its DNS goroutines stop and its idle
-// pooled connections are closed, but requests in flight and connections from
-// Dial keep running — a config push never cuts an established tunnel. A
-// replaced Cluster still serves callers that hold it, with its last host
-// set. Removing a cluster (Manager.Remove, Manager.Close) does the same and
+// pool, DNS state and EDS endpoints survive config pushes that do not change
+// it. Adding a changed cluster compiles the new one first (on error nothing
+// changes), then registers it and retires the old one: its DNS goroutines
+// stop and its idle pooled connections are closed, but requests in flight
+// and connections from Dial keep running — a config push never cuts an
+// established tunnel. A replaced Cluster still serves callers that hold it,
+// with its last host set. Removing a cluster (Manager.Remove, Manager.Close) does the same and
 // also makes its new connection attempts fail. Stats are keyed by the
 // cluster's stat name, so counters carry over between versions.
+//
+// A new EDS cluster, including one that replaces a changed EDS cluster,
+// starts without endpoints and is not ready (RoundTrip and Dial wait) until
+// its first Manager.SetEndpoints, so the caller sets the endpoints right
+// after Add; SetEndpoints(name, nil), for an initial_fetch_timeout without
+// an assignment, makes it ready with no hosts. Each SetEndpoints is applied
+// in place, as a new DNS answer is: a host whose address stays keeps its
+// object, connection pool and counters and takes its new weight, health
+// status, locality and hostname; a host that leaves has its idle pooled
+// connections closed; requests in flight and Dial'ed connections continue.
 //
 // # Supported Cluster fields
 //
@@ -35,10 +48,16 @@
 //   - name; alt_stat_name (the stat scope, as in Envoy); metadata (kept, unused).
 //   - type: STATIC (IP literals only, "malformed IP address" otherwise),
 //     STRICT_DNS (every address of every hostname is a host, re-resolved
-//     every dns_refresh_rate) and LOGICAL_DNS (exactly one lb_endpoint; new
-//     connections go to the first address of the latest answer). EDS,
-//     ORIGINAL_DST and custom cluster_type are not supported yet.
-//   - load_assignment: cluster_name; endpoints[].locality (reported, not used
+//     every dns_refresh_rate), LOGICAL_DNS (exactly one lb_endpoint; new
+//     connections go to the first address of the latest answer) and EDS
+//     (endpoints from Manager.SetEndpoints). ORIGINAL_DST and custom
+//     cluster_type are not supported yet.
+//   - eds_cluster_config (required for EDS, as in Envoy; ignored by other
+//     types): eds_config is accepted whatever it holds (the xDS layer
+//     subscribes with it); service_name, or the cluster's name when empty,
+//     is the EDS resource name (Cluster.EDSServiceName).
+//   - load_assignment (ignored for EDS, as in Envoy, apart from the field
+//     checks below): cluster_name; endpoints[].locality (reported, not used
 //     for balancing), load_balancing_weight (ignored without locality
 //     weighted balancing, as in Envoy), priority (must be 0),
 //     metadata; lb_endpoints[].endpoint.address.socket_address (TCP,
@@ -46,7 +65,13 @@
 //     endpoint.health_check_config (accepted; there are no active health
 //     checks), health_status, load_balancing_weight, metadata;
 //     policy.overprovisioning_factor and policy.weighted_priority_health
-//     (accepted; there is a single priority).
+//     (accepted; there is a single priority). The same fields, and only
+//     those, are accepted in a ClusterLoadAssignment from EDS, where every
+//     address must be an IP literal, as Envoy's EDS requires resolved
+//     addresses; there cluster_name must be the EDS service name, and a
+//     repeated address keeps its first lb_endpoint, as in Envoy.
+//     policy.drop_overloads, policy.endpoint_stale_after, named_endpoints,
+//     LEDS and endpoint_name are rejected as unsupported.
 //   - lb_policy: ROUND_ROBIN (default; smooth weighted round robin when
 //     weights differ) and RANDOM (weighted). Others are unsupported.
 //   - common_lb_config.healthy_panic_threshold (default 50%, 0 disables):
@@ -79,7 +104,8 @@
 //     source_address (address and port_value only).
 //   - wait_for_warm_on_init, cleanup_interval, protocol_selection,
 //     close_connections_on_host_health_failure, ignore_health_on_host_removal:
-//     accepted; they have no effect without health checks, EDS or HTTP/2.
+//     accepted; they have no effect without health checks, warming by the
+//     xDS layer or HTTP/2.
 //
 // The deprecated v2 field `hosts` does not exist in the v3 message and is
 // rejected by the decoder before it gets here.
@@ -93,7 +119,9 @@
 // connections; Dial'ed connections through Conn.CountBytes),
 // upstream_rq_total, upstream_rq_active, upstream_rq_timeout (counted by
 // the caller through Cluster.CountTimeout), membership_total,
-// membership_healthy, membership_change, lb_healthy_panic. A connection
+// membership_healthy, membership_change (a DNS answer or EDS update that
+// added or removed hosts; a change of weights or health alone is not
+// counted, as in Envoy), lb_healthy_panic. A connection
 // counts in upstream_cx_total and upstream_cx_active from the moment its
 // connect starts, as in Envoy, so a failed connect also counts once in
 // upstream_cx_destroy. RoundTrip counts requests itself; a Dial'ed

@@ -32,6 +32,39 @@ var commonHTTPFields = fieldSet{
 	"max_response_headers_kb":     nil,
 }
 
+// claFields is what hop supports in a ClusterLoadAssignment, inline in
+// Cluster.load_assignment or from EDS; see the package doc.
+var claFields = fieldSet{
+	"cluster_name": nil,
+	"endpoints": {
+		"locality":              nil,
+		"metadata":              nil,
+		"load_balancing_weight": nil,
+		"priority":              nil, // checked in compile
+		"lb_endpoints": {
+			"endpoint": {
+				"address": {
+					"socket_address": {
+						"protocol":    nil, // checked in compile
+						"address":     nil,
+						"port_value":  nil,
+						"ipv4_compat": nil,
+					},
+				},
+				"hostname":            nil,
+				"health_check_config": nil,
+			},
+			"health_status":         nil,
+			"metadata":              nil,
+			"load_balancing_weight": nil,
+		},
+	},
+	"policy": {
+		"overprovisioning_factor":  nil,
+		"weighted_priority_health": nil,
+	},
+}
+
 // clusterFields is every Cluster field hop supports; see the package doc.
 var clusterFields = fieldSet{
 	"name":                              nil,
@@ -40,35 +73,10 @@ var clusterFields = fieldSet{
 	"connect_timeout":                   nil,
 	"per_connection_buffer_limit_bytes": nil,
 	"lb_policy":                         nil, // checked in compile
-	"load_assignment": {
-		"cluster_name": nil,
-		"endpoints": {
-			"locality":              nil,
-			"metadata":              nil,
-			"load_balancing_weight": nil,
-			"priority":              nil, // checked in compile
-			"lb_endpoints": {
-				"endpoint": {
-					"address": {
-						"socket_address": {
-							"protocol":    nil, // checked in compile
-							"address":     nil,
-							"port_value":  nil,
-							"ipv4_compat": nil,
-						},
-					},
-					"hostname":            nil,
-					"health_check_config": nil,
-				},
-				"health_status":         nil,
-				"metadata":              nil,
-				"load_balancing_weight": nil,
-			},
-		},
-		"policy": {
-			"overprovisioning_factor":  nil,
-			"weighted_priority_health": nil,
-		},
+	"load_assignment":                   claFields,
+	"eds_cluster_config": {
+		"eds_config":   nil, // the xDS layer subscribes with it
+		"service_name": nil,
 	},
 	"max_requests_per_connection":      nil,
 	"circuit_breakers":                 nil, // accepted, not enforced

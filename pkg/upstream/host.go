@@ -6,23 +6,48 @@ import (
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
 )
 
-// host is one upstream endpoint: for STATIC and STRICT_DNS one address, for
-// LOGICAL_DNS the single logical host whose address follows DNS.
+// hostAttrs are the attributes of a host that an EDS update may change
+// without replacing the host. Immutable: a change stores a new value.
+type hostAttrs struct {
+	hostname string // endpoint.hostname (or the DNS name it came from)
+	weight   uint32
+	health   corev3.HealthStatus
+	locality *corev3.Locality
+}
+
+func attrsOf(ep *endpointSpec) *hostAttrs {
+	return &hostAttrs{hostname: ep.hostname, weight: ep.weight, health: ep.health, locality: ep.locality}
+}
+
+func (a *hostAttrs) equal(b *hostAttrs) bool {
+	return a.hostname == b.hostname && a.weight == b.weight && a.health == b.health &&
+		proto.Equal(a.locality, b.locality)
+}
+
+// healthy reports whether the host takes traffic outside panic mode: Envoy
+// excludes hosts whose EDS health status is UNHEALTHY, DRAINING or TIMEOUT
+// (and DEGRADED ones while healthy hosts remain).
+func (a *hostAttrs) healthy() bool {
+	return a.health == corev3.HealthStatus_UNKNOWN || a.health == corev3.HealthStatus_HEALTHY
+}
+
+// host is one upstream endpoint: for STATIC, STRICT_DNS and EDS one address,
+// for LOGICAL_DNS the single logical host whose address follows DNS.
 //
-// The identity fields are immutable after newHost; the counters are atomics
-// written on the hot path. A host survives re-resolutions that keep its
-// address, so its counters do too.
+// key is immutable after newHost; attrs is replaced (under Cluster.mu) when
+// an EDS update changes a kept host's weight, health, locality or hostname,
+// and is read lock-free; the counters are atomics written on the hot path.
+// A host survives re-resolutions and EDS updates that keep its address, so
+// its pool and counters do too.
 type host struct {
 	// key is the pool key and the address RoundTrip puts in URL.Host:
 	// "ip:port", or "hostname:port" for a LOGICAL_DNS host, whose pooled
 	// connections stay on the address they were opened to.
-	key      string
-	hostname string // endpoint.hostname
-	weight   uint32
-	health   corev3.HealthStatus
-	locality *corev3.Locality
+	key   string
+	attrs atomic.Pointer[hostAttrs]
 
 	// addr is where new connections go. Fixed except for LOGICAL_DNS, where
 	// the resolver goroutine stores each new first answer.
@@ -41,17 +66,15 @@ type host struct {
 }
 
 // newHost makes a host without a pool; Cluster.newHost adds one.
-func newHost(key string, ap netip.AddrPort, ep *endpointSpec) *host {
-	h := &host{key: key, hostname: ep.hostname, weight: ep.weight, health: ep.health, locality: ep.locality}
+func newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
+	h := &host{key: key}
+	h.attrs.Store(a)
 	h.addr.Store(&ap)
 	return h
 }
 
-// usable reports whether the host takes traffic outside panic mode: Envoy
-// excludes hosts whose EDS health status is UNHEALTHY, DRAINING or TIMEOUT.
-func (h *host) healthy() bool {
-	return h.health == corev3.HealthStatus_UNKNOWN || h.health == corev3.HealthStatus_HEALTHY
-}
+// attr returns the host's current attributes.
+func (h *host) attr() *hostAttrs { return h.attrs.Load() }
 
 // HostInfo describes one host for admin's /clusters.
 type HostInfo struct {
@@ -78,15 +101,16 @@ type HostInfo struct {
 }
 
 func (h *host) info() HostInfo {
+	a := h.attr()
 	hi := HostInfo{
 		Address:       h.addr.Load().String(),
-		Hostname:      h.hostname,
-		Weight:        h.weight,
-		HealthStatus:  h.health.String(),
-		Healthy:       h.healthy(),
-		Region:        h.locality.GetRegion(),
-		Zone:          h.locality.GetZone(),
-		SubZone:       h.locality.GetSubZone(),
+		Hostname:      a.hostname,
+		Weight:        a.weight,
+		HealthStatus:  a.health.String(),
+		Healthy:       a.healthy(),
+		Region:        a.locality.GetRegion(),
+		Zone:          a.locality.GetZone(),
+		SubZone:       a.locality.GetSubZone(),
 		CxActive:      h.cxActive.Load(),
 		CxTotal:       h.cxTotal.Load(),
 		CxConnectFail: h.cxFail.Load(),
@@ -97,7 +121,9 @@ func (h *host) info() HostInfo {
 }
 
 // hostSet is one published view of a cluster's hosts. Immutable once
-// built, except for the picker's own balancing state.
+// built, except for the picker's own balancing state: health and weights
+// are read once, when it is built, so a later EDS update of a host's
+// attributes takes effect through the next hostSet.
 type hostSet struct {
 	hosts   []*host // every host, configuration order
 	healthy int     // hosts with healthy()
@@ -114,10 +140,10 @@ func newHostSet(hosts []*host, lb lbKind, panicThreshold float64) *hostSet {
 	hs := &hostSet{hosts: hosts}
 	var healthy, degraded []*host
 	for _, h := range hosts {
-		switch {
-		case h.healthy():
+		switch a := h.attr(); {
+		case a.healthy():
 			healthy = append(healthy, h)
-		case h.health == corev3.HealthStatus_DEGRADED:
+		case a.health == corev3.HealthStatus_DEGRADED:
 			degraded = append(degraded, h)
 		}
 	}

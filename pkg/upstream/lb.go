@@ -13,16 +13,19 @@ type picker interface {
 	pick() *host
 }
 
+// newPicker reads the hosts' weights once; the picker keeps them.
 func newPicker(lb lbKind, hosts []*host) picker {
+	weights := make([]uint32, len(hosts))
 	equal := true
-	for _, h := range hosts[1:] {
-		equal = equal && h.weight == hosts[0].weight
+	for i, h := range hosts {
+		weights[i] = h.attr().weight
+		equal = equal && weights[i] == weights[0]
 	}
 	switch {
 	case lb == lbRandom && equal:
 		return uniformRandom(hosts)
 	case lb == lbRandom:
-		return newWeightedRandom(hosts)
+		return newWeightedRandom(hosts, weights)
 	case equal:
 		// Start at a random index so that many clusters (or restarts) do not
 		// all hit the first host first, as Envoy seeds rr_index_.
@@ -30,7 +33,7 @@ func newPicker(lb lbKind, hosts []*host) picker {
 		p.next.Store(rand.Uint64N(uint64(len(hosts))))
 		return p
 	default:
-		return newSmoothWRR(hosts)
+		return newSmoothWRR(hosts, weights)
 	}
 }
 
@@ -50,17 +53,19 @@ func (p *roundRobin) pick() *host {
 // total from it. Over sum(weights) picks each host is chosen weight times,
 // interleaved. The state is compound, so a mutex guards it.
 type smoothWRR struct {
-	hosts []*host
-	total int64
+	hosts   []*host
+	weights []int64 // weights[i] is hosts[i]'s weight when the picker was built
+	total   int64
 
 	mu      sync.Mutex
 	current []int64 // guarded by mu
 }
 
-func newSmoothWRR(hosts []*host) *smoothWRR {
-	p := &smoothWRR{hosts: hosts, current: make([]int64, len(hosts))}
-	for _, h := range hosts {
-		p.total += int64(h.weight)
+func newSmoothWRR(hosts []*host, weights []uint32) *smoothWRR {
+	p := &smoothWRR{hosts: hosts, weights: make([]int64, len(hosts)), current: make([]int64, len(hosts))}
+	for i, w := range weights {
+		p.weights[i] = int64(w)
+		p.total += int64(w)
 	}
 	return p
 }
@@ -68,8 +73,8 @@ func newSmoothWRR(hosts []*host) *smoothWRR {
 func (p *smoothWRR) pick() *host {
 	p.mu.Lock()
 	best := 0
-	for i, h := range p.hosts {
-		p.current[i] += int64(h.weight)
+	for i, w := range p.weights {
+		p.current[i] += w
 		if p.current[i] > p.current[best] {
 			best = i
 		}
@@ -90,11 +95,11 @@ type weightedRandom struct {
 	cum   []uint64 // cum[i] = sum of weights of hosts[0..i]
 }
 
-func newWeightedRandom(hosts []*host) *weightedRandom {
+func newWeightedRandom(hosts []*host, weights []uint32) *weightedRandom {
 	p := &weightedRandom{hosts: hosts, cum: make([]uint64, len(hosts))}
 	var sum uint64
-	for i, h := range hosts {
-		sum += uint64(h.weight)
+	for i, w := range weights {
+		sum += uint64(w)
 		p.cum[i] = sum
 	}
 	return p

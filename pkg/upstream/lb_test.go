@@ -17,7 +17,7 @@ func testHosts(weights []uint32, health []corev3.HealthStatus) []*host {
 		if health != nil {
 			ep.health = health[i]
 		}
-		hs = append(hs, newHost("h"+strconv.Itoa(i), netip.AddrPortFrom(netip.IPv4Unspecified(), 1), ep))
+		hs = append(hs, newHost("h"+strconv.Itoa(i), netip.AddrPortFrom(netip.IPv4Unspecified(), 1), attrsOf(ep)))
 	}
 	return hs
 }
@@ -89,10 +89,11 @@ func TestHostSetHealthAndPanic(t *testing.T) {
 		{"all unhealthy panics", []corev3.HealthStatus{U, R}, 50, true, "h0 h1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hosts := testHosts(make([]uint32, len(tc.health)), tc.health)
-			for _, h := range hosts {
-				h.weight = 1
+			ones := make([]uint32, len(tc.health))
+			for i := range ones {
+				ones[i] = 1
 			}
+			hosts := testHosts(ones, tc.health)
 			hs := newHostSet(hosts, lbRoundRobin, tc.threshold)
 			if hs.panic != tc.wantPanic {
 				t.Errorf("panic = %v, want %v", hs.panic, tc.wantPanic)

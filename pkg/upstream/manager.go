@@ -60,10 +60,12 @@ func NewManagerWithOptions(st *stats.Store, log *slog.Logger, opts Options) *Man
 
 // Add compiles c and starts it (DNS resolution for STRICT_DNS and
 // LOGICAL_DNS). If a cluster with the same name and an equal proto is
-// already registered, Add returns it unchanged. If the name is registered
-// with a different proto, the new cluster replaces it and the old one is
-// retired (see the package doc). On error nothing changes; the error names
-// the field, e.g. `upstream: cluster "foo":
+// already registered, Add returns it unchanged (an EDS cluster keeps its
+// endpoints). If the name is registered with a different proto, the new
+// cluster replaces it and the old one is retired (see the package doc); a
+// new EDS cluster has no endpoints and is not ready until SetEndpoints, so
+// the caller sets them right after Add. On error nothing changes; the error
+// names the field, e.g. `upstream: cluster "foo":
 // load_assignment.endpoints[0].lb_endpoints[1].endpoint.address: ...`.
 func (m *Manager) Add(c *clusterv3.Cluster) (*Cluster, error) {
 	s, err := compile(c)
@@ -80,6 +82,9 @@ func (m *Manager) Add(c *clusterv3.Cluster) (*Cluster, error) {
 		return old, nil
 	}
 	nc := newCluster(proto.Clone(c).(*clusterv3.Cluster), s, m.st, m.log, m.resolve)
+	if s.kind == kindEDS && len(c.GetLoadAssignment().GetEndpoints()) > 0 {
+		nc.log.Warn("load_assignment endpoints of an EDS cluster are ignored, as in Envoy; its endpoints come from EDS")
+	}
 	m.clusters[s.name] = nc
 	if old != nil {
 		old.retire(false)

@@ -257,8 +257,8 @@ circuit_breakers: {thresholds: [{max_connections: 10}]}`,
 		},
 		{
 			name:    "unsupported discovery type",
-			yaml:    `{name: c, type: EDS}`,
-			wantErr: "type: unsupported value EDS (hop supports STATIC, STRICT_DNS, LOGICAL_DNS)",
+			yaml:    `{name: c, type: ORIGINAL_DST}`,
+			wantErr: "type: unsupported value ORIGINAL_DST (hop supports STATIC, STRICT_DNS, LOGICAL_DNS, EDS)",
 		},
 		{
 			name:    "missing name",

@@ -65,8 +65,37 @@ func concat(sets ...[]fieldRule) []fieldRule {
 // supportedFields is the allowlist, grouped by message.
 var supportedFields = []messageRules{
 	// Bootstrap.
-	{message: "envoy.config.bootstrap.v3.Bootstrap", note: "dynamic_resources is not supported yet.", fields: []fieldRule{
-		f("node"), f("static_resources"), f("admin"), ign("layered_runtime"),
+	{message: "envoy.config.bootstrap.v3.Bootstrap", fields: []fieldRule{
+		f("node"), f("static_resources"), f("dynamic_resources"), f("admin"), ign("layered_runtime"),
+	}},
+	{message: "envoy.config.bootstrap.v3.Bootstrap.DynamicResources", fields: []fieldRule{
+		f("lds_config"), f("cds_config"), f("ads_config"),
+	}},
+
+	// Config sources (xDS).
+	{message: "envoy.config.core.v3.ConfigSource", note: "path is the deprecated form of path_config_source.", fields: []fieldRule{
+		f("ads"), f("api_config_source"), f("path_config_source"), f("path"), f("initial_fetch_timeout"),
+		enum("resource_api_version", "V3"),
+	}},
+	{message: "envoy.config.core.v3.ApiConfigSource", note: "REST is not supported; refresh_delay and request_timeout apply to REST only.", fields: []fieldRule{
+		enum("api_type", "GRPC", "DELTA_GRPC"), enum("transport_api_version", "V3"), f("grpc_services"),
+		f("set_node_on_first_message_only"), f("rate_limit_settings"), ign("refresh_delay"), ign("request_timeout"),
+	}},
+	{message: "envoy.config.core.v3.PathConfigSource", fields: []fieldRule{f("path"), f("watched_directory")}},
+	{message: "envoy.config.core.v3.WatchedDirectory", fields: []fieldRule{f("path")}},
+	{message: "envoy.config.core.v3.RateLimitSettings", fields: []fieldRule{f("max_tokens"), f("fill_rate")}},
+	{message: "envoy.config.core.v3.GrpcService", fields: []fieldRule{
+		f("envoy_grpc"), f("google_grpc"), ign("timeout"), f("initial_metadata"),
+	}},
+	{message: "envoy.config.core.v3.GrpcService.EnvoyGrpc", fields: []fieldRule{f("cluster_name"), f("authority")}},
+	{message: "envoy.config.core.v3.GrpcService.GoogleGrpc", fields: []fieldRule{
+		f("target_uri"), f("stat_prefix"), f("channel_credentials"),
+	}},
+	{message: "envoy.config.core.v3.GrpcService.GoogleGrpc.ChannelCredentials", fields: []fieldRule{
+		f("ssl_credentials"), f("local_credentials"),
+	}},
+	{message: "envoy.config.core.v3.GrpcService.GoogleGrpc.SslCredentials", fields: []fieldRule{
+		f("root_certs"), f("private_key"), f("cert_chain"),
 	}},
 	{message: "envoy.config.bootstrap.v3.Bootstrap.StaticResources", fields: []fieldRule{
 		f("listeners"), f("clusters"),
@@ -121,7 +150,10 @@ var supportedFields = []messageRules{
 		f("max_request_headers_kb"), f("use_remote_address"), f("skip_xff_append"),
 		f("generate_request_id"), f("preserve_external_request_id"), f("always_set_request_id_in_response"),
 		f("server_name"), f("server_header_transformation"), f("strip_any_host_port"),
-		f("strip_matching_host_port"), f("via"),
+		f("strip_matching_host_port"), f("via"), f("rds"),
+	}},
+	{message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds", fields: []fieldRule{
+		f("config_source"), f("route_config_name"),
 	}},
 	{message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter", fields: []fieldRule{
 		f("name"), f("typed_config"), f("is_optional"), f("disabled"),
@@ -186,7 +218,7 @@ var supportedFields = []messageRules{
 		f("prefix_rewrite"), f("response_code"), f("strip_query"),
 	}},
 	{message: "envoy.config.route.v3.DirectResponseAction", fields: []fieldRule{f("status"), f("body")}},
-	{message: "envoy.config.core.v3.DataSource", fields: []fieldRule{f("inline_string"), f("inline_bytes")}},
+	{message: "envoy.config.core.v3.DataSource", fields: []fieldRule{f("inline_string"), f("inline_bytes"), f("filename")}},
 	{message: "envoy.config.core.v3.HeaderValueOption", fields: []fieldRule{
 		f("header"), f("append_action"), f("keep_empty_value"), f("append"),
 	}},
@@ -202,7 +234,7 @@ var supportedFields = []messageRules{
 	// pkg/upstream checks clusters again, with more precise messages
 	// (for example for load_assignment.endpoints[].priority).
 	{message: "envoy.config.cluster.v3.Cluster", note: "HTTP/2 upstreams are not supported yet.", fields: []fieldRule{
-		f("name"), f("alt_stat_name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS"),
+		f("name"), f("alt_stat_name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"), f("eds_cluster_config"),
 		enum("lb_policy", "ROUND_ROBIN", "RANDOM"), f("connect_timeout"), f("load_assignment"),
 		f("dns_refresh_rate"), f("dns_jitter"), f("dns_failure_refresh_rate"), f("dns_lookup_family"),
 		f("respect_dns_ttl"), f("per_connection_buffer_limit_bytes"), f("common_http_protocol_options"),
@@ -212,6 +244,7 @@ var supportedFields = []messageRules{
 		ign("wait_for_warm_on_init"), ign("cleanup_interval"), ign("protocol_selection"),
 		ign("close_connections_on_host_health_failure"), ign("ignore_health_on_host_removal"),
 	}},
+	{message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig", fields: []fieldRule{f("eds_config"), f("service_name")}},
 	{message: "envoy.config.cluster.v3.Cluster.RefreshRate", fields: []fieldRule{f("base_interval"), f("max_interval")}},
 	{message: "envoy.config.cluster.v3.Cluster.CommonLbConfig", fields: []fieldRule{f("healthy_panic_threshold")}},
 	{message: "envoy.type.v3.Percent", fields: []fieldRule{f("value")}},
