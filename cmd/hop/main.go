@@ -25,12 +25,17 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hopproxy/hop/pkg/admin"
 	"github.com/hopproxy/hop/pkg/dataplane"
 	"github.com/hopproxy/hop/pkg/snapshot"
 	"github.com/hopproxy/hop/pkg/stats"
 	"github.com/hopproxy/hop/xds/bootstrap"
+	"github.com/hopproxy/hop/xds/client"
+	"github.com/hopproxy/hop/xds/client/grpctransport"
+	"github.com/hopproxy/hop/xds/watch"
 )
 
 // version is set at link time (-ldflags "-X main.version=...").
@@ -126,28 +131,76 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hop:", err)
 		return 1
 	}
-	bundle := snapshot.Bundle{Version: "static", Listeners: b.GetStaticResources().GetListeners(), Clusters: b.GetStaticResources().GetClusters()}
 	if o.mode == "validate" {
-		if err := dataplane.Compile(bundle); err != nil {
+		w, err := watch.New(watch.Options{Bootstrap: b, Dial: dialer(b), Applier: checker{}})
+		if err != nil {
+			fmt.Fprintln(stderr, "hop:", err)
+			return 1
+		}
+		if err := dataplane.Compile(snapshot.Bundle(w.StaticBundle())); err != nil {
 			fmt.Fprintln(stderr, "hop:", err)
 			return 1
 		}
 		fmt.Fprintf(stdout, "configuration '%s' OK\n", o.configPath)
 		return 0
 	}
-	return serve(o, b, bundle, log, stderr)
+	return serve(o, b, log, stderr)
 }
 
-func serve(o *options, b *bootstrapv3.Bootstrap, bundle snapshot.Bundle, log *slog.Logger, stderr io.Writer) int {
+// applier lets the xDS watcher drive the data plane.
+type applier struct{ dp *dataplane.DataPlane }
+
+func (a applier) Check(m proto.Message) error { return a.dp.Check(m) }
+func (a applier) Apply(b watch.Bundle) error  { return a.dp.Apply(snapshot.Bundle(b)) }
+
+// checker is the Applier of --mode validate: it checks, never applies.
+type checker struct{}
+
+func (checker) Check(m proto.Message) error { return dataplane.CheckResource(m) }
+func (checker) Apply(b watch.Bundle) error  { return nil }
+
+// dialer opens gRPC config sources against the bootstrap's static
+// clusters; errors carry the field path.
+func dialer(b *bootstrapv3.Bootstrap) watch.DialFunc {
+	return func(src *corev3.ApiConfigSource, path string) (client.Transport, error) {
+		tr, err := grpctransport.FromConfigSource(src, b.GetStaticResources().GetClusters())
+		if err != nil {
+			return nil, fmt.Errorf("%s.%w", path, err)
+		}
+		return tr, nil
+	}
+}
+
+func serve(o *options, b *bootstrapv3.Bootstrap, log *slog.Logger, stderr io.Writer) int {
 	start := time.Now()
 	st := stats.New()
-	dp := dataplane.New(log, st)
-	if err := dp.Apply(bundle); err != nil {
+	dp := dataplane.New(log, st, time.Duration(o.drainTime)*time.Second)
+	w, err := watch.New(watch.Options{
+		Bootstrap: b,
+		Applier:   applier{dp},
+		Dial:      dialer(b),
+		Node:      watch.Node(b, version),
+		Stats:     st,
+		Log:       log,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "hop:", err)
+		return 1
+	}
+	wctx, stopWatch := context.WithCancel(context.Background())
+	started := make(chan error, 1)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		w.Run(wctx, func(err error) { started <- err })
+	}()
+	defer func() { stopWatch(); <-watchDone }()
+	if err := <-started; err != nil {
 		fmt.Fprintln(stderr, "hop:", err)
 		dp.Shutdown(context.Background())
 		return 1
 	}
-	ready := func() bool { return true }
+	ready := w.Initialized
 	stopServerStats := admin.RegisterServerStats(st, start, ready)
 	defer stopServerStats()
 
@@ -164,13 +217,12 @@ func serve(o *options, b *bootstrapv3.Bootstrap, bundle snapshot.Bundle, log *sl
 			dp.Shutdown(context.Background())
 			return 1
 		}
-		dump := admin.StaticConfigDump(b, start)
 		adm = admin.New(admin.Options{
 			Version:    version,
 			Node:       b.GetNode(),
 			Start:      start,
 			Stats:      st,
-			ConfigDump: func() *adminv3.ConfigDump { return dump },
+			ConfigDump: func() *adminv3.ConfigDump { return admin.ConfigDump(b, start, w.FillConfigDump) },
 			Listeners:  dp.ListenerStatus,
 			Clusters:   dp.ClusterStatus,
 			Ready:      ready,
@@ -194,6 +246,8 @@ func serve(o *options, b *bootstrapv3.Bootstrap, bundle snapshot.Bundle, log *sl
 	if adm != nil {
 		adm.Shutdown(context.Background())
 	}
+	stopWatch()
+	<-watchDone
 	dp.Shutdown(ctx)
 	return 0
 }

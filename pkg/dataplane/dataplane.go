@@ -91,10 +91,15 @@ func Compile(b snapshot.Bundle) error {
 // Bundle, so that the xDS layer can reject a bad resource by name before
 // it is ever part of one. A listener is compiled with its RDS routes
 // absent (an empty table): routes are checked on their own.
-func (d *DataPlane) Check(m proto.Message) error {
+func (d *DataPlane) Check(m proto.Message) error { return check(m, d.reg) }
+
+// CheckResource is Check without a data plane (hop --mode validate).
+func CheckResource(m proto.Message) error { return check(m, Registry()) }
+
+func check(m proto.Message, reg *filter.Registry) error {
 	switch r := m.(type) {
 	case *listenerv3.Listener:
-		_, err := snapshot.CompileListener(r, d.reg, stats.New(), nil)
+		_, err := snapshot.CompileListener(r, reg, stats.New(), nil)
 		return err
 	case *clusterv3.Cluster:
 		return upstream.Compile(r)

@@ -15,6 +15,9 @@ import (
 	"sync"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/hopproxy/hop/pkg/hcm"
 	"github.com/hopproxy/hop/pkg/snapshot"
 	"github.com/hopproxy/hop/pkg/stats"
@@ -245,14 +248,32 @@ func (m *Manager) updateLocked(a *active, l *snapshot.Listener) {
 	}
 	old := a.serversByKey()
 	a.servers = m.newServers(a, l, old)
+	prev := a.cfg.Proto
 	a.cfg = l
-	if len(old) == 0 {
-		m.ms.inPlace.Inc()
+	if prev != l.Proto && !proto.Equal(prev, l.Proto) {
+		// Only a change of the Listener resource counts: a listener
+		// compiled again for new RDS routes, or sent again unchanged, is
+		// no update to Envoy.
+		m.ms.modified.Inc()
+		if filterChainOnlyChange(prev, l.Proto) {
+			m.ms.inPlace.Inc()
+		}
 	}
-	m.ms.modified.Inc()
 	for _, srv := range old {
 		go srv.Shutdown(context.Background())
 	}
+}
+
+// filterChainOnlyChange reports whether a and b differ in their filter
+// chains alone: Envoy's in-place filter chain update, counted as
+// listener_in_place_updated.
+func filterChainOnlyChange(a, b *listenerv3.Listener) bool {
+	strip := func(l *listenerv3.Listener) *listenerv3.Listener {
+		c := proto.Clone(l).(*listenerv3.Listener)
+		c.FilterChains, c.DefaultFilterChain = nil, nil
+		return c
+	}
+	return proto.Equal(strip(a), strip(b))
 }
 
 func (m *Manager) acceptLoop(a *active) {

@@ -16,6 +16,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -59,6 +60,7 @@ var extensions = []Extension{
 	{CategoryListenerFilter, typeURLPrefix + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
 	{CategoryDownstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
 	{CategoryUpstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
+	{CategoryUpstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"},
 	{CategoryUpstreamOptions, typeURLPrefix + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"},
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.file.v3.FileAccessLog"},
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"},

@@ -242,9 +242,9 @@ transport_socket: {name: raw, typed_config: {"@type": type.googleapis.com/envoy.
 circuit_breakers: {thresholds: [{max_connections: 10}]}`,
 		},
 		{
-			name:    "HTTP/2 upstream",
-			yaml:    `{name: c, typed_extension_protocol_options: {h: {"@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {}}}}}`,
-			wantErr: `typed_extension_protocol_options["h"].explicit_http_config.http2_protocol_options: unsupported field`,
+			name:    "HTTP/3 upstream",
+			yaml:    `{name: c, typed_extension_protocol_options: {h: {"@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http3_protocol_options: {}}}}}`,
+			wantErr: `typed_extension_protocol_options["h"].explicit_http_config.http3_protocol_options: unsupported field`,
 		},
 		{
 			name:    "unsupported load balancing policy",

@@ -243,6 +243,23 @@ var supportedFields = []messageRules{
 		f("upstream_connection_options"), f("common_lb_config"), opq("metadata"),
 		ign("wait_for_warm_on_init"), ign("cleanup_interval"), ign("protocol_selection"),
 		ign("close_connections_on_host_health_failure"), ign("ignore_health_on_host_removal"),
+		f("http2_protocol_options"),
+	}},
+	{message: "envoy.config.core.v3.Http2ProtocolOptions", note: "HTTP/2 and TLS reach a cluster only as the transport of a gRPC config source (the xDS cluster) for now; pkg/upstream rejects them on data-plane clusters.", fields: []fieldRule{
+		ign("max_concurrent_streams"), ign("initial_stream_window_size"), ign("initial_connection_window_size"),
+		ign("connection_keepalive"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", fields: []fieldRule{
+		f("common_tls_context"), f("sni"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", fields: []fieldRule{
+		f("tls_certificates"), f("validation_context"), f("alpn_protocols"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.TlsCertificate", fields: []fieldRule{
+		f("certificate_chain"), f("private_key"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", fields: []fieldRule{
+		f("trusted_ca"),
 	}},
 	{message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig", fields: []fieldRule{f("eds_config"), f("service_name")}},
 	{message: "envoy.config.cluster.v3.Cluster.RefreshRate", fields: []fieldRule{f("base_interval"), f("max_interval")}},
@@ -269,7 +286,7 @@ var supportedFields = []messageRules{
 		f("common_http_protocol_options"), f("explicit_http_config"), f("use_downstream_protocol_config"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", fields: []fieldRule{
-		f("http_protocol_options"),
+		f("http_protocol_options"), f("http2_protocol_options"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", fields: []fieldRule{
 		f("http_protocol_options"),
