@@ -20,6 +20,7 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/gorilla/websocket"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hopproxy/hop/xds/client"
 	"github.com/hopproxy/hop/xds/xdstest"
@@ -510,4 +511,100 @@ dynamic_resources:
 func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// Warming: a new listener serves only once its route configuration has
+// arrived, an EDS cluster only once its endpoints have; each stops waiting
+// when its initial_fetch_timeout passes (then the routes are empty: 404).
+func TestXDSWarming(t *testing.T) {
+	cp := startControlPlane(t)
+	be := startBackend(t, "a")
+	port, port2, port3, adminPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	v1 := simpleConfig(t, port, "v1", be)
+	if err := cp.Set(testNode, "v1", v1.byType()); err != nil {
+		t.Fatal(err)
+	}
+	h := startHop(t, adsBootstrap(cp.Addr(), adminPort, false), adminPort, 1)
+	waitRoute(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", port), "a", "v1", defaultTestTimeout)
+
+	// v2 adds l2, whose route r2 the control plane does not have yet, and
+	// l3, whose route r3 never comes but which waits only 300ms for it.
+	v2 := v1
+	l3 := rdsListener(t, "l3", port3, "third", "r3", hcmOpts{})
+	setRDSFetchTimeout(t, l3, 300*time.Millisecond)
+	v2.listeners = append(slicesClone(v1.listeners), rdsListener(t, "l2", port2, "second", "r2", hcmOpts{}), l3)
+	if err := cp.Set(testNode, "v2", v2.byType()); err != nil {
+		t.Fatal(err)
+	}
+	acked(t, cp, client.ListenerType, "v2", false) // accepted into warming is ACKed, as Envoy does
+	h.waitStat("listener_manager.total_listeners_warming", func(v int64) bool { return v >= 1 })
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port2), time.Second); err == nil {
+		c.Close()
+		t.Error("l2 accepts connections before its routes arrived")
+	}
+	if !strings.Contains(fmt.Sprint(h.configDump("dynamic_listeners")), "warming_state") {
+		t.Error("config_dump shows no warming listener")
+	}
+	// l3 gives up waiting: it serves an empty route table.
+	waitStatus(t, fmt.Sprintf("http://127.0.0.1:%d/", port3), http.StatusNotFound)
+	if got := h.stat("http.third.rds.r3.init_fetch_timeout"); got != 1 {
+		t.Errorf("http.third.rds.r3.init_fetch_timeout = %d", got)
+	}
+
+	// v3 brings r2: l2 goes live.
+	v3 := v2
+	v3.routes = append(slicesClone(v2.routes), routeTo("r2", "svc", "v3"))
+	if err := cp.Set(testNode, "v3", v3.byType()); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", port2), "a", "v3", defaultTestTimeout)
+
+	// An EDS cluster warms until its endpoints arrive: v4 adds cluster
+	// "late" without endpoints, and it waits in warming; v5 brings the
+	// endpoints and moves r1 to it.
+	v4 := v3
+	v4.clusters = append(slicesClone(v3.clusters), edsCluster("late", time.Second))
+	if err := cp.Set(testNode, "v4", v4.byType()); err != nil {
+		t.Fatal(err)
+	}
+	acked(t, cp, client.ClusterType, "v4", false)
+	h.waitStat("cluster_manager.warming_clusters", func(v int64) bool { return v == 1 })
+	if !strings.Contains(fmt.Sprint(h.configDump("dynamic_warming_clusters")), "late") {
+		t.Error("config_dump does not show cluster late warming")
+	}
+	v5 := v4
+	v5.endpoints = append(slicesClone(v4.endpoints), endpoints(t, "late", be.addr))
+	v5.routes = []*routev3.RouteConfiguration{routeTo("r1", "late", "v5"), routeTo("r2", "svc", "v3")}
+	if err := cp.Set(testNode, "v5", v5.byType()); err != nil {
+		t.Fatal(err)
+	}
+	waitRoute(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", port), "a", "v5", defaultTestTimeout)
+	h.waitStat("cluster_manager.warming_clusters", func(v int64) bool { return v == 0 })
+}
+
+func slicesClone[T any](s []T) []T { return append([]T(nil), s...) }
+
+// setRDSFetchTimeout sets initial_fetch_timeout on l's RDS config source.
+func setRDSFetchTimeout(t *testing.T, l *listenerv3.Listener, d time.Duration) {
+	var h hcmv3.HttpConnectionManager
+	if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&h); err != nil {
+		t.Fatal(err)
+	}
+	h.GetRds().ConfigSource.InitialFetchTimeout = durationpb.New(d)
+	l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, &h)}
+}
+
+func waitStatus(t *testing.T, url string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(defaultTestTimeout)
+	for {
+		status, _, _, _, err := get(http.DefaultClient, url)
+		if err == nil && status == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d %v, want %d", url, status, err, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
