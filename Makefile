@@ -4,7 +4,7 @@ BIN     := bin/hop
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test bench vet clean
+.PHONY: build run run-xds test bench vet clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/hop
@@ -14,6 +14,13 @@ build:
 run: build
 	@$(GO) build -o bin/hop-echo ./hack/echo
 	@sh hack/run-demo.sh
+
+# The same demo driven live by a local xDS control plane (hack/localcp):
+# edit testdata/localcp/*.yaml while it runs and hop hot-reloads.
+run-xds: build
+	@$(GO) build -o bin/hop-echo ./hack/echo
+	@$(GO) build -o bin/hop-localcp ./hack/localcp
+	@sh hack/run-xds-demo.sh
 
 # Every test, with the race detector. The only thing CI runs.
 test:
