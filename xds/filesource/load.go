@@ -92,6 +92,11 @@ func decodeFile(path string, data []byte, typeURL string) (u client.Update, warn
 
 // decodeResponse parses data in the format its path's extension names.
 func decodeResponse(path string, data []byte, resp *discoveryv3.DiscoveryResponse) (warning, err error) {
+	if len(data) == 0 {
+		// Valid as binary or text proto (no resources at all), but far
+		// more likely a file caught while being written.
+		return nil, errors.New("empty file")
+	}
 	lower := strings.ToLower(path)
 	switch {
 	case strings.HasSuffix(lower, ".pb"):

@@ -198,7 +198,8 @@ func TestLoadFileErrors(t *testing.T) {
 		name, file, data string
 		want             []string // substrings of the error
 	}{
-		{"empty yaml", "a.yaml", "", []string{"empty document"}},
+		{"empty file", "a.pb", "", []string{"empty file"}},
+		{"empty yaml", "a.yaml", "# nothing\n", []string{"empty document"}},
 		{"yaml syntax", "a.yaml", "version_info: [", []string{"yaml"}},
 		{"yaml duplicate key", "a.yaml", "version_info: a\nversion_info: b\n", []string{"already set"}},
 		{"json syntax", "a.json", `{"version_info": }`, []string{"syntax error (line 1:"}},

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -204,6 +205,9 @@ func (f *fileSource) Watch(typeURL string, _ bool, _ []string, h client.Handler)
 			Interval:         w.o.FilePollInterval,
 			Log:              w.log,
 			OnError: func(err error) {
+				if errors.Is(err, filesource.ErrRejected) {
+					return // the handler counted update_rejected already
+				}
 				w.mu.Lock()
 				defer w.mu.Unlock()
 				w.st.failure(typeURL).Inc()
