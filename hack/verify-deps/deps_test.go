@@ -53,6 +53,21 @@ var forbidden = map[string]map[string]string{
 		"pkg/upstream":  "xds may use only pkg/filter, pkg/stats and api",
 		"pkg/dataplane": "xds may use only pkg/filter, pkg/stats and api",
 	},
+	"xds/client": {
+		"pkg/hcm":       "the xDS client is a protocol engine; it knows nothing of the data plane",
+		"pkg/upstream":  "the xDS client is a protocol engine; it knows nothing of the data plane",
+		"pkg/snapshot":  "the xDS client is a protocol engine; it knows nothing of the data plane",
+		"pkg/dataplane": "the xDS client is a protocol engine; it knows nothing of the data plane",
+		"xds/watch":     "the watcher uses the client, not the reverse",
+	},
+	"xds/watch": {
+		"pkg/hcm":       "xds may use only pkg/filter, pkg/stats and api; the data plane is reached through the Applier",
+		"pkg/upstream":  "xds may use only pkg/filter, pkg/stats and api; the data plane is reached through the Applier",
+		"pkg/snapshot":  "xds may use only pkg/filter, pkg/stats and api; the data plane is reached through the Applier",
+		"pkg/listener":  "xds may use only pkg/filter, pkg/stats and api; the data plane is reached through the Applier",
+		"pkg/dataplane": "xds may use only pkg/filter, pkg/stats and api; the data plane is reached through the Applier",
+		"xds/xdstest":   "the test management server is for tests and hack/ only",
+	},
 	"xds/resource": {
 		"pkg/hcm":       "xds may use only pkg/filter, pkg/stats and api",
 		"pkg/dataplane": "xds may use only pkg/filter, pkg/stats and api",

@@ -25,6 +25,8 @@ package client
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +116,10 @@ type typeState struct {
 	url      string
 	handler  Handler
 	wildcard bool
-	names    map[string]struct{}
+	// names is the subscribed name set and sorted the same names; both
+	// are replaced, never modified, by Watch, so readers may keep them.
+	names  map[string]struct{}
+	sorted []string
 	// version is the version_info (SotW) or system_version_info (delta) of
 	// the last accepted response.
 	version string
@@ -174,6 +179,7 @@ func (c *Client) Watch(typeURL string, wildcard bool, names []string, h Handler)
 	ts.handler = h
 	ts.wildcard = wildcard
 	ts.names = set
+	ts.sorted = slices.Sorted(maps.Keys(set))
 	if !wildcard {
 		// Versions of resources we lost interest in must not be claimed
 		// on the next stream.

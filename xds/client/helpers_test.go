@@ -200,10 +200,10 @@ func (h *handler) count() int {
 	return len(h.updates)
 }
 
-func (h *handler) errors() int {
+func (h *handler) all() []client.Update {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.streamErrs
+	return append([]client.Update(nil), h.updates...)
 }
 
 // wait blocks until the handler's state satisfies cond.
@@ -313,10 +313,12 @@ func gauge(st *stats.Store, name string) int64 {
 
 // Resources.
 
-func listener(name string) types.Resource     { return &listenerv3.Listener{Name: name} }
-func cluster(name string) types.Resource      { return &clusterv3.Cluster{Name: name} }
-func route(name string) types.Resource        { return &routev3.RouteConfiguration{Name: name} }
-func endpoints(name string) types.Resource    { return &endpointv3.ClusterLoadAssignment{ClusterName: name} }
+func listener(name string) types.Resource { return &listenerv3.Listener{Name: name} }
+func cluster(name string) types.Resource  { return &clusterv3.Cluster{Name: name} }
+func route(name string) types.Resource    { return &routev3.RouteConfiguration{Name: name} }
+func endpoints(name string) types.Resource {
+	return &endpointv3.ClusterLoadAssignment{ClusterName: name}
+}
 func res(rs ...types.Resource) []types.Resource { return rs }
 
 // logCounter is a slog handler counting records by message.

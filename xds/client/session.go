@@ -57,7 +57,7 @@ type streamType struct {
 type view struct {
 	url      string
 	wildcard bool
-	names    []string // sorted
+	names    []string // sorted; shared with typeState, never modified
 	version  string
 	resVers  map[string]string // delta only
 }
@@ -130,6 +130,7 @@ func (s *sender) run(ctx context.Context, events <-chan ackEvent, recvErr <-chan
 		}
 		select {
 		case <-ctx.Done():
+			_ = s.st.CloseSend() // polite half-close; the stream is cancelled next
 			return ctx.Err()
 		case err := <-recvErr:
 			return err
@@ -231,8 +232,9 @@ func (s *sender) views() []view {
 			continue
 		}
 		ts := c.types[u]
-		v := view{url: u, wildcard: ts.wildcard, names: slices.Sorted(maps.Keys(ts.names)), version: ts.version}
-		if c.o.Delta {
+		v := view{url: u, wildcard: ts.wildcard, names: ts.sorted, version: ts.version}
+		if pt := s.per[u]; c.o.Delta && (pt == nil || !pt.sent) {
+			// Only the first request of a stream needs them.
 			v.resVers = maps.Clone(ts.resVers)
 		}
 		out = append(out, v)
@@ -240,7 +242,9 @@ func (s *sender) views() []view {
 	return out
 }
 
-// node is the node to put in the next request.
+// node reports whether the next request carries the node: the first
+// request of the stream always does, later ones unless
+// SetNodeOnFirstMessageOnly.
 func (s *sender) node() bool {
 	return !s.nodeSent || !s.l.c.o.SetNodeOnFirstMessageOnly
 }

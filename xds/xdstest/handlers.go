@@ -13,6 +13,7 @@ import (
 	deltav3 "github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
 	sotwv3 "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -30,13 +31,13 @@ type handlers struct {
 }
 
 func (h *handlers) streamSotW(st sotwStream, typeURL string) error {
-	r := h.s.open(&recorder{method: methodOf(st), sotw: st})
+	r := h.s.open(&recorder{method: methodOf(st), md: metadataOf(st), sotw: st})
 	defer h.s.close(r)
 	return h.sotw.StreamHandler(&sotwRecorder{sotwStream: st, r: r}, typeURL)
 }
 
 func (h *handlers) streamDelta(st deltaStream, typeURL string) error {
-	r := h.s.open(&recorder{method: methodOf(st), isDelta: true, delta: st})
+	r := h.s.open(&recorder{method: methodOf(st), md: metadataOf(st), isDelta: true, delta: st})
 	defer h.s.close(r)
 	return h.delta.DeltaStreamHandler(&deltaRecorder{deltaStream: st, r: r}, typeURL)
 }
@@ -100,6 +101,7 @@ func (x eds) DeltaEndpoints(st deltaStream) error {
 // recorder is one open stream: it records what crosses it and serialises
 // sends so that Inject can send alongside the server.
 type recorder struct {
+	md      map[string][]string // the stream's metadata
 	s       *Server
 	id      int64
 	method  string
@@ -208,7 +210,7 @@ func (w *sotwRecorder) Recv() (*discoveryv3.DiscoveryRequest, error) {
 			TypeURL: q.GetTypeUrl(), Version: q.GetVersionInfo(), Nonce: q.GetResponseNonce(),
 			Error: q.GetErrorDetail().GetMessage(), ErrorCode: q.GetErrorDetail().GetCode(),
 			Names: append([]string(nil), q.GetResourceNames()...),
-			Node:  cloneNode(q),
+			Node:  cloneNode(q), Metadata: w.r.md,
 		})
 	}
 	return q, err
@@ -240,6 +242,7 @@ func (w *deltaRecorder) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 			Unsubscribe:     append([]string(nil), q.GetResourceNamesUnsubscribe()...),
 			InitialVersions: iv,
 			Node:            cloneNode(q),
+			Metadata:        w.r.md,
 		})
 	}
 	return q, err
@@ -255,4 +258,9 @@ func cloneNode(q interface{ GetNode() *corev3.Node }) *corev3.Node {
 func methodOf(st grpc.ServerStream) string {
 	m, _ := grpc.Method(st.Context())
 	return m
+}
+
+func metadataOf(st grpc.ServerStream) map[string][]string {
+	md, _ := metadata.FromIncomingContext(st.Context())
+	return md.Copy()
 }

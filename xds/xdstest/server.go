@@ -77,6 +77,9 @@ type Request struct {
 	InitialVersions map[string]string
 	// Node is the node as sent; nil when the request carried none.
 	Node *corev3.Node
+	// Metadata is the stream's request metadata (":authority" included),
+	// shared by the requests of one stream: do not modify.
+	Metadata map[string][]string
 }
 
 // Response is one response the server sent.

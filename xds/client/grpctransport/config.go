@@ -120,6 +120,7 @@ func fromEnvoyGrpc(eg *corev3.GrpcService_EnvoyGrpc, static []*clusterv3.Cluster
 			if err != nil {
 				return nil, inCluster(err)
 			}
+			o.exactSNI = true
 		case rawBufferType:
 		case "":
 			return nil, inCluster(errors.New("transport_socket.typed_config: required"))

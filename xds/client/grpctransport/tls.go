@@ -17,8 +17,9 @@ import (
 // upstreamTLS builds the client tls.Config of the xDS cluster's
 // UpstreamTlsContext at path. It follows Envoy:
 //
-//   - sni is sent as the server name; there is no hostname check (Envoy
-//     checks names only through the subject-alt-name matchers);
+//   - sni is sent as the server name, and no SNI when it is empty; there is
+//     no hostname check (Envoy checks names only through the
+//     subject-alt-name matchers);
 //   - without a validation context the server certificate is not verified
 //     at all; with trusted_ca (or system_root_certs) the chain is verified,
 //     then match_typed_subject_alt_names / match_subject_alt_names;
@@ -32,11 +33,11 @@ func upstreamTLS(utc *tlsv3.UpstreamTlsContext, path string) (*tls.Config, error
 	cp := path + ".common_tls_context"
 	ctc := utc.GetCommonTlsContext()
 	if len(ctc.GetTlsCertificateSdsSecretConfigs()) > 0 {
-		return nil, fmt.Errorf("%s.tls_certificate_sds_secret_configs: SDS is not supported for the xDS cluster", cp)
+		return nil, fieldErr(cp+".tls_certificate_sds_secret_configs", "SDS is not supported for the xDS cluster")
 	}
 	if ctc.GetTlsCertificateProviderInstance() != nil || ctc.GetTlsCertificateCertificateProviderInstance() != nil ||
 		ctc.GetTlsCertificateCertificateProvider() != nil {
-		return nil, fmt.Errorf("%s: certificate providers are not supported for the xDS cluster", cp)
+		return nil, fieldErr(cp, "certificate providers are not supported for the xDS cluster")
 	}
 	for i, tc := range ctc.GetTlsCertificates() {
 		p := fmt.Sprintf("%s.tls_certificates[%d]", cp, i)
@@ -58,12 +59,12 @@ func upstreamTLS(utc *tlsv3.UpstreamTlsContext, path string) (*tls.Config, error
 		vc = ctc.GetCombinedValidationContext().GetDefaultValidationContext()
 		vp = cp + ".combined_validation_context.default_validation_context"
 		if ctc.GetCombinedValidationContext().GetValidationContextSdsSecretConfig() != nil {
-			return nil, fmt.Errorf("%s.combined_validation_context.validation_context_sds_secret_config: SDS is not supported for the xDS cluster", cp)
+			return nil, fieldErr(cp+".combined_validation_context.validation_context_sds_secret_config", "SDS is not supported for the xDS cluster")
 		}
 	case ctc.GetValidationContextSdsSecretConfig() != nil:
-		return nil, fmt.Errorf("%s.validation_context_sds_secret_config: SDS is not supported for the xDS cluster", cp)
+		return nil, fieldErr(cp+".validation_context_sds_secret_config", "SDS is not supported for the xDS cluster")
 	case ctc.GetValidationContextType() != nil:
-		return nil, fmt.Errorf("%s: only validation_context and combined_validation_context are supported", cp)
+		return nil, fieldErr(cp, "only validation_context and combined_validation_context are supported")
 	}
 	verify, err := verifier(vc, vp)
 	if err != nil {
@@ -84,15 +85,15 @@ func verifier(vc *tlsv3.CertificateValidationContext, p string) (func(tls.Connec
 	}
 	switch {
 	case len(vc.GetVerifyCertificateSpki()) > 0:
-		return nil, fmt.Errorf("%s.verify_certificate_spki: not supported", p)
+		return nil, fieldErr(p+".verify_certificate_spki", "not supported")
 	case len(vc.GetVerifyCertificateHash()) > 0:
-		return nil, fmt.Errorf("%s.verify_certificate_hash: not supported", p)
+		return nil, fieldErr(p+".verify_certificate_hash", "not supported")
 	case vc.GetCrl() != nil:
-		return nil, fmt.Errorf("%s.crl: not supported", p)
+		return nil, fieldErr(p+".crl", "not supported")
 	case vc.GetCustomValidatorConfig() != nil:
-		return nil, fmt.Errorf("%s.custom_validator_config: not supported", p)
+		return nil, fieldErr(p+".custom_validator_config", "not supported")
 	case vc.GetCaCertificateProviderInstance() != nil:
-		return nil, fmt.Errorf("%s.ca_certificate_provider_instance: not supported", p)
+		return nil, fieldErr(p+".ca_certificate_provider_instance", "not supported")
 	}
 	var roots *x509.CertPool
 	switch {
@@ -103,12 +104,12 @@ func verifier(vc *tlsv3.CertificateValidationContext, p string) (func(tls.Connec
 		}
 		roots = x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.trusted_ca: no PEM certificate found", p)
+			return nil, fieldErr(p+".trusted_ca", "no PEM certificate found")
 		}
 	case vc.GetSystemRootCerts() != nil:
 		sys, err := x509.SystemCertPool()
 		if err != nil {
-			return nil, fmt.Errorf("%s.system_root_certs: %w", p, err)
+			return nil, &FieldError{Path: p + ".system_root_certs", Err: err}
 		}
 		roots = sys
 	}
@@ -118,7 +119,7 @@ func verifier(vc *tlsv3.CertificateValidationContext, p string) (func(tls.Connec
 	}
 	if roots == nil {
 		if len(sans) > 0 {
-			return nil, fmt.Errorf("%s: subject alt name matching requires trusted_ca", p)
+			return nil, fieldErr(p, "subject alt name matching requires trusted_ca")
 		}
 		return func(tls.ConnectionState) error { return nil }, nil
 	}
@@ -175,7 +176,7 @@ func sanMatchers(vc *tlsv3.CertificateValidationContext, p string) ([]func(*x509
 		case tlsv3.SubjectAltNameMatcher_IP_ADDRESS:
 			values = ipSANs
 		default:
-			return nil, fmt.Errorf("%s.san_type: %s is not supported", mp, m.GetSanType())
+			return nil, fieldErr(mp+".san_type", "%s is not supported", m.GetSanType())
 		}
 		out = append(out, anyValue(values, sm))
 	}
@@ -253,11 +254,11 @@ func stringMatcher(m *matcherv3.StringMatcher, p string, dns bool) (func(string)
 	case *matcherv3.StringMatcher_SafeRegex:
 		re, err := regexp.Compile("^(?:" + pat.SafeRegex.GetRegex() + ")$")
 		if err != nil {
-			return nil, fmt.Errorf("%s.safe_regex.regex: %w", p, err)
+			return nil, &FieldError{Path: p + ".safe_regex.regex", Err: err}
 		}
 		return re.MatchString, nil
 	}
-	return nil, fmt.Errorf("%s: one of exact, prefix, suffix, contains or safe_regex is required", p)
+	return nil, fieldErr(p, "one of exact, prefix, suffix, contains or safe_regex is required")
 }
 
 func tlsVersions(conf *tls.Config, tp *tlsv3.TlsParameters, p string) error {
@@ -270,7 +271,7 @@ func tlsVersions(conf *tls.Config, tp *tlsv3.TlsParameters, p string) error {
 		case tlsv3.TlsParameters_TLSv1_3:
 			return tls.VersionTLS13, nil
 		}
-		return 0, fmt.Errorf("%s.%s: %s is not supported (gRPC needs TLS 1.2 or later)", p, field, proto)
+		return 0, fieldErr(p+"."+field, "%s is not supported (gRPC needs TLS 1.2 or later)", proto)
 	}
 	var err error
 	if conf.MinVersion, err = v(tp.GetTlsMinimumProtocolVersion(), "tls_minimum_protocol_version"); err != nil {
@@ -292,7 +293,7 @@ func sslCredentials(sc *corev3.GrpcService_GoogleGrpc_SslCredentials, p string) 
 		}
 		conf.RootCAs = x509.NewCertPool()
 		if !conf.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s.root_certs: no PEM certificate found", p)
+			return nil, fieldErr(p+".root_certs", "no PEM certificate found")
 		}
 	}
 	if sc.GetCertChain() != nil || sc.GetPrivateKey() != nil {
@@ -307,10 +308,10 @@ func sslCredentials(sc *corev3.GrpcService_GoogleGrpc_SslCredentials, p string) 
 
 func keyPair(chain, key *corev3.DataSource, chainPath, keyPath string) (tls.Certificate, error) {
 	if chain == nil {
-		return tls.Certificate{}, fmt.Errorf("%s: required with a private key", chainPath)
+		return tls.Certificate{}, fieldErr(chainPath, "required with a private key")
 	}
 	if key == nil {
-		return tls.Certificate{}, fmt.Errorf("%s: required with a certificate chain", keyPath)
+		return tls.Certificate{}, fieldErr(keyPath, "required with a certificate chain")
 	}
 	c, err := readDataSource(chain, chainPath)
 	if err != nil {
@@ -322,7 +323,7 @@ func keyPair(chain, key *corev3.DataSource, chainPath, keyPath string) (tls.Cert
 	}
 	cert, err := tls.X509KeyPair(c, k)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("%s: %w", chainPath, err)
+		return tls.Certificate{}, &FieldError{Path: chainPath, Err: err}
 	}
 	return cert, nil
 }
@@ -334,7 +335,7 @@ func readDataSource(ds *corev3.DataSource, p string) ([]byte, error) {
 	case *corev3.DataSource_Filename:
 		b, err := os.ReadFile(s.Filename)
 		if err != nil {
-			return nil, fmt.Errorf("%s.filename: %w", p, err)
+			return nil, &FieldError{Path: p + ".filename", Err: err}
 		}
 		return b, nil
 	case *corev3.DataSource_InlineBytes:
@@ -344,9 +345,9 @@ func readDataSource(ds *corev3.DataSource, p string) ([]byte, error) {
 	case *corev3.DataSource_EnvironmentVariable:
 		v, ok := os.LookupEnv(s.EnvironmentVariable)
 		if !ok {
-			return nil, fmt.Errorf("%s.environment_variable: %q is not set", p, s.EnvironmentVariable)
+			return nil, fieldErr(p+".environment_variable", "%q is not set", s.EnvironmentVariable)
 		}
 		return []byte(v), nil
 	}
-	return nil, fmt.Errorf("%s: one of filename, inline_bytes, inline_string or environment_variable is required", p)
+	return nil, fieldErr(p, "one of filename, inline_bytes, inline_string or environment_variable is required")
 }

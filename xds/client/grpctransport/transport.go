@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"math"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,6 +31,9 @@ type dialOptions struct {
 	authority string
 	md        map[string]string
 	maxRecv   int // bytes; 0 = unlimited, as Envoy's default
+	// exactSNI sends tls.ServerName as SNI even when it is empty (no SNI,
+	// as Envoy without UpstreamTlsContext.sni) instead of the authority.
+	exactSNI bool
 }
 
 // Dial returns a Transport to target ("host:port", or any gRPC target such
@@ -43,7 +47,8 @@ func Dial(target string, tlsConf *tls.Config, authority string, md map[string]st
 func dial(target string, o dialOptions) (client.Transport, error) {
 	creds := insecure.NewCredentials()
 	if o.tls != nil {
-		creds = credentials.NewTLS(o.tls)
+		creds = sniCreds{TransportCredentials: credentials.NewTLS(o.tls), serverName: o.tls.ServerName,
+			fixed: o.tls.ServerName != "" || o.exactSNI}
 	}
 	maxRecv := o.maxRecv
 	if maxRecv <= 0 {
@@ -110,3 +115,31 @@ type stream struct{ cs grpc.ClientStream }
 func (s stream) Send(m proto.Message) error { return s.cs.SendMsg(m) }
 func (s stream) Recv(m proto.Message) error { return s.cs.RecvMsg(m) }
 func (s stream) CloseSend() error           { return s.cs.CloseSend() }
+
+// sniCreds makes the TLS server name (SNI, Envoy's UpstreamTlsContext.sni)
+// independent of the :authority (EnvoyGrpc.authority, by default the
+// cluster name). gRPC takes the server name from the authority, and refuses
+// a channel whose credentials report a ServerName other than its authority;
+// so Info hides the name and ClientHandshake puts it back.
+type sniCreds struct {
+	credentials.TransportCredentials
+	serverName string
+	fixed      bool // use serverName (even "") rather than the authority
+}
+
+func (c sniCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if c.fixed {
+		authority = c.serverName
+	}
+	return c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+}
+
+func (c sniCreds) Info() credentials.ProtocolInfo {
+	i := c.TransportCredentials.Info()
+	i.ServerName = "" // deprecated, but it is what gRPC compares
+	return i
+}
+
+func (c sniCreds) Clone() credentials.TransportCredentials {
+	return sniCreds{TransportCredentials: c.TransportCredentials.Clone(), serverName: c.serverName, fixed: c.fixed}
+}
