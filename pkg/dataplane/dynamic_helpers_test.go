@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -54,7 +55,13 @@ func startDynamic(t *testing.T, drain time.Duration) *hop {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		dp.Shutdown(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); dp.Shutdown(ctx) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Shutdown did not return 4s after its context ended")
+		}
 	})
 	return h
 }
@@ -114,10 +121,14 @@ func newRoutes(t *testing.T, prefixCluster ...string) *routev3.RouteConfiguratio
 }
 
 // newStatic returns a STATIC cluster with one endpoint 127.0.0.1:port;
-// extra are more fields, each preceded by a comma.
+// extra are more fields, each preceded by a comma (connect_timeout is 1s
+// unless extra sets it).
 func newStatic(t *testing.T, name string, port int, extra string) *clusterv3.Cluster {
 	t.Helper()
-	return parse(t, &clusterv3.Cluster{}, fmt.Sprintf(`{"name": %q, "type": "STATIC", "connect_timeout": "1s",
+	if !strings.Contains(extra, `"connect_timeout"`) {
+		extra += `, "connect_timeout": "1s"`
+	}
+	return parse(t, &clusterv3.Cluster{}, fmt.Sprintf(`{"name": %q, "type": "STATIC",
  "load_assignment": {"cluster_name": %q, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": %d}}}}]}]}%s}`,
 		name, name, port, extra))
 }

@@ -3,6 +3,7 @@ package dataplane_test
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -66,6 +67,8 @@ func TestHCMUpdateKeepsOrReplacesConnections(t *testing.T) {
 		}
 		w.Write([]byte("ok"))
 	})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce) // before the upstream's Close, which waits for its handlers
 	h := startDynamic(t, drain1s)
 	clusters := []*clusterv3.Cluster{newStatic(t, "up", port, "")}
 	routes := map[string]*routev3.RouteConfiguration{"r": newRoutes(t, "/", "up")}
@@ -75,7 +78,9 @@ func TestHCMUpdateKeepsOrReplacesConnections(t *testing.T) {
 	}
 	apply("1", "")
 	addr := h.addr("l")
-	big := strings.Repeat("b", 8192) // over 2 KiB (and net/http's 4 KiB slack), under the default 60 KiB
+	// Over 2 KiB, and over the up to 8 KiB that net/http lets through past
+	// its MaxHeaderBytes on a keep-alive connection; under the default 60.
+	big := strings.Repeat("b", 16<<10)
 
 	request := func(c *rawConn, path, hdr string) *http.Response {
 		t.Helper()
@@ -103,7 +108,7 @@ func TestHCMUpdateKeepsOrReplacesConnections(t *testing.T) {
 	<-arrived
 	apply("3", `, "server_name": "hop-test", "max_request_headers_kb": 2`)
 	waitClosed(t, c1.Conn, soon())
-	close(release)
+	releaseOnce()
 	res := c2.readResponse("GET")
 	res.Body.Close()
 	if res.StatusCode != 200 {
@@ -116,10 +121,16 @@ func TestHCMUpdateKeepsOrReplacesConnections(t *testing.T) {
 		t.Fatalf("new connection: %d server %q", res.StatusCode, res.Header.Get("Server"))
 	}
 	if res := request(c3, "/", big); res.StatusCode != 431 {
-		t.Fatalf("8 KiB of headers with max_request_headers_kb 2: %d, want 431", res.StatusCode)
+		t.Fatalf("16 KiB of headers with max_request_headers_kb 2: %d, want 431", res.StatusCode)
 	}
 	if n := h.stat("listener.127.0.0.1_0.downstream_cx_total"); n != 3 {
 		t.Errorf("listener.127.0.0.1_0.downstream_cx_total = %d, want 3", n)
+	}
+	// Both pushes changed the filter chain alone: in-place updates.
+	for _, s := range []string{"listener_manager.listener_modified", "listener_manager.listener_in_place_updated"} {
+		if n := h.stat(s); n != 2 {
+			t.Errorf("%s = %d, want 2", s, n)
+		}
 	}
 }
 
@@ -146,6 +157,7 @@ func TestClusterRemovalAndEDS(t *testing.T) {
 		t.Fatalf("EDS cluster: %d %q, want 200 A", code, body)
 	}
 	edsCluster := h.dp.Clusters.Get("eds")
+	compiled := h.dp.Snapshot.Load().Listeners[0]
 
 	h.apply(snapshot.Bundle{Version: "2", Listeners: lis, Clusters: []*clusterv3.Cluster{eds}, Routes: routes, Endpoints: claA})
 	if code, body := cl.get(base + "/gone"); code != 503 || body != "" {
@@ -168,6 +180,9 @@ func TestClusterRemovalAndEDS(t *testing.T) {
 	}
 	if n := cl.dials.Load(); n != 1 {
 		t.Errorf("client dialed %d connections, want 1", n)
+	}
+	if h.dp.Snapshot.Load().Listeners[0] != compiled {
+		t.Error("the listener was compiled again though neither it nor its routes changed")
 	}
 	for _, s := range []string{"listener_manager.listener_modified", "listener_manager.listener_removed"} {
 		if n := h.stat(s); n != 0 {

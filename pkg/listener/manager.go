@@ -33,11 +33,15 @@ type Manager struct {
 	env   *hcm.Env
 	drain time.Duration // --drain-time-s: how long a removed listener drains
 	ms    managerStats
+	// quit ends every drain early (removed listeners, replaced servers):
+	// Shutdown cancels it when its context ends.
+	quit    context.Context
+	stopAll context.CancelFunc
 
 	mu       sync.Mutex // guards active and draining
 	active   map[string]*active
 	draining map[*active]struct{}
-	wg       sync.WaitGroup // accept loops and drains
+	wg       sync.WaitGroup // accept loops, drains and retired servers
 }
 
 // managerStats are Envoy's listener_manager.* stats that belong to sockets.
@@ -51,8 +55,9 @@ type managerStats struct {
 // --drain-time-s).
 func New(log *slog.Logger, st *stats.Store, env *hcm.Env, drain time.Duration) *Manager {
 	sc := st.Root().Sub("listener_manager")
+	quit, stopAll := context.WithCancel(context.Background())
 	return &Manager{
-		log: log, st: st, env: env, drain: drain,
+		log: log, st: st, env: env, drain: drain, quit: quit, stopAll: stopAll,
 		active:   map[string]*active{},
 		draining: map[*active]struct{}{},
 		ms: managerStats{
@@ -136,7 +141,7 @@ func (m *Manager) startDrainLocked(a *active) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), m.drain)
+		ctx, cancel := context.WithTimeout(m.quit, m.drain)
 		defer cancel()
 		a.drainServers(ctx)
 		if n := m.env.Tunnels.CloseGroup(a); n > 0 {
@@ -260,8 +265,23 @@ func (m *Manager) updateLocked(a *active, l *snapshot.Listener) {
 		}
 	}
 	for _, srv := range old {
-		go srv.Shutdown(context.Background())
+		m.retireLocked(srv)
 	}
+}
+
+// retireLocked shuts down a server that a chain no longer uses: its
+// requests in flight have the drain time to finish, then their
+// connections are closed, as Envoy drains a replaced filter chain.
+func (m *Manager) retireLocked(srv *hcm.Server) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(m.quit, m.drain)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}()
 }
 
 // filterChainOnlyChange reports whether a and b differ in their filter
@@ -356,7 +376,8 @@ func (m *Manager) Names() map[string]string {
 }
 
 // Shutdown closes every listening socket, then lets the HTTP servers finish
-// the requests in flight until ctx ends, then closes what is left.
+// the requests in flight until ctx ends, then closes what is left. Drains
+// of removed listeners and replaced servers end by ctx too.
 func (m *Manager) Shutdown(ctx context.Context) {
 	m.mu.Lock()
 	all := m.active
@@ -365,7 +386,8 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	for _, a := range all {
 		a.ln.Close()
 	}
-	m.wg.Wait() // accept loops, and drains: they end by the drain time
+	stop := context.AfterFunc(ctx, m.stopAll)
+	defer stop()
 	var wg sync.WaitGroup
 	for _, a := range all {
 		for _, s := range a.servers {
@@ -379,4 +401,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 		}
 	}
 	wg.Wait()
+	// Accept loops ended with their sockets; drains and retired servers
+	// end by their drain time, or when ctx ends.
+	m.wg.Wait()
 }
