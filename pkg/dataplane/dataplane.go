@@ -65,6 +65,7 @@ type DataPlane struct {
 
 	mu        sync.Mutex                                   // serialises Apply; guards endpoints
 	endpoints map[string]*endpointv3.ClusterLoadAssignment // the CLA each EDS cluster was last given
+	tables    snapshot.RouteTables                         // route tables compiled by Check, reused by Apply
 }
 
 // DefaultDrainTime is Envoy's default --drain-time-s.
@@ -83,7 +84,7 @@ func New(log *slog.Logger, st *stats.Store, drain time.Duration) *DataPlane {
 
 // Compile checks a bundle without starting anything (hop --mode validate).
 func Compile(b snapshot.Bundle) error {
-	_, err := snapshot.Compile(b, Registry(), stats.New(), nil)
+	_, err := snapshot.Compile(b, Registry(), stats.New(), nil, nil)
 	return err
 }
 
@@ -91,12 +92,14 @@ func Compile(b snapshot.Bundle) error {
 // Bundle, so that the xDS layer can reject a bad resource by name before
 // it is ever part of one. A listener is compiled with its RDS routes
 // absent (an empty table): routes are checked on their own.
-func (d *DataPlane) Check(m proto.Message) error { return check(m, d.reg) }
+func (d *DataPlane) Check(m proto.Message) error { return check(m, d.reg, &d.tables) }
 
 // CheckResource is Check without a data plane (hop --mode validate).
-func CheckResource(m proto.Message) error { return check(m, Registry()) }
+func CheckResource(m proto.Message) error { return check(m, Registry(), nil) }
 
-func check(m proto.Message, reg *filter.Registry) error {
+// check compiles m alone; a route configuration's table is kept in tables
+// (when not nil) for the Apply that follows.
+func check(m proto.Message, reg *filter.Registry, tables *snapshot.RouteTables) error {
 	switch r := m.(type) {
 	case *listenerv3.Listener:
 		_, err := snapshot.CompileListener(r, reg, stats.New(), nil)
@@ -104,6 +107,10 @@ func check(m proto.Message, reg *filter.Registry) error {
 	case *clusterv3.Cluster:
 		return upstream.Compile(r)
 	case *routev3.RouteConfiguration:
+		if tables != nil {
+			_, err := tables.Compile(r)
+			return err
+		}
 		_, err := routetable.Compile(r)
 		return err
 	case *endpointv3.ClusterLoadAssignment:
@@ -118,7 +125,8 @@ func check(m proto.Message, reg *filter.Registry) error {
 func (d *DataPlane) Apply(b snapshot.Bundle) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	snap, err := snapshot.Compile(b, d.reg, d.st, d.Snapshot.Load())
+	snap, err := snapshot.Compile(b, d.reg, d.st, d.Snapshot.Load(), &d.tables)
+	d.tables.Keep(b.Routes)
 	if err != nil {
 		return err
 	}

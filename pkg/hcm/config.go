@@ -62,9 +62,10 @@ const (
 )
 
 // RouteSource returns the RouteConfiguration that RDS delivered under name,
-// or nil when none has (yet). Route tables are compiled from it; it is
-// consulted only while compiling.
-type RouteSource func(name string) *routev3.RouteConfiguration
+// or nil when none has (yet), and, when the caller already compiled it,
+// its route table (nil: Compile compiles it). It is consulted only while
+// compiling.
+type RouteSource func(name string) (*routev3.RouteConfiguration, *router.Table)
 
 // Compile builds a Config. Errors name the field relative to the
 // HttpConnectionManager ("http_filters[1]: ..."). routes resolves
@@ -141,17 +142,20 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 		c.routes = t
 	case *hcmv3.HttpConnectionManager_Rds:
 		c.rdsName = rs.Rds.GetRouteConfigName()
-		rc := (*routev3.RouteConfiguration)(nil)
+		var rc *routev3.RouteConfiguration
+		var t *router.Table
 		if routes != nil {
-			rc = routes(c.rdsName)
+			rc, t = routes(c.rdsName)
 		}
 		c.rdsProto = rc
 		if rc == nil {
 			rc = &routev3.RouteConfiguration{Name: c.rdsName}
 		}
-		t, err := router.Compile(rc)
-		if err != nil {
-			return nil, fmt.Errorf("hcm: rds: route configuration %q: %w", c.rdsName, err)
+		if t == nil {
+			var err error
+			if t, err = router.Compile(rc); err != nil {
+				return nil, fmt.Errorf("hcm: rds: route configuration %q: %w", c.rdsName, err)
+			}
 		}
 		c.routes = t
 	default:

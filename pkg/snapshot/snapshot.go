@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hopproxy/hop/pkg/filter"
 	"github.com/hopproxy/hop/pkg/hcm"
+	"github.com/hopproxy/hop/pkg/router"
 	"github.com/hopproxy/hop/pkg/stats"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
@@ -90,9 +92,15 @@ const (
 // as is instead of being compiled again, so that a push that changes one
 // listener costs one listener's compile, and the listener manager sees
 // that the others did not change.
-func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot) (*Snapshot, error) {
+//
+// tables, when not nil, holds route tables already compiled from some of
+// b.Routes (RouteTables.Compile); they are used instead of compiling again.
+func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot, tables *RouteTables) (*Snapshot, error) {
 	snap := &Snapshot{Version: b.Version, Clusters: b.Clusters, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
-	routes := func(name string) *routev3.RouteConfiguration { return b.Routes[name] }
+	routes := func(name string) (*routev3.RouteConfiguration, *router.Table) {
+		rc := b.Routes[name]
+		return rc, tables.lookup(rc)
+	}
 	old := map[*listenerv3.Listener]*Listener{}
 	if prev != nil {
 		for _, l := range prev.Listeners {
@@ -145,8 +153,10 @@ func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot) (*
 // with is still the one routes returns.
 func (l *Listener) sameRoutes(routes hcm.RouteSource) bool {
 	for _, fc := range l.allChains() {
-		if n := fc.HCM.RouteConfigName(); n != "" && fc.HCM.RouteConfig() != routes(n) {
-			return false
+		if n := fc.HCM.RouteConfigName(); n != "" {
+			if rc, _ := routes(n); rc != fc.HCM.RouteConfig() {
+				return false
+			}
 		}
 	}
 	return true
@@ -255,6 +265,54 @@ func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.St
 }
 
 const rawBufferTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+
+// RouteTables remembers the route tables compiled from RDS resources, by
+// proto pointer, so that a route configuration checked on its own (to
+// reject it by name) is not compiled a second time inside the snapshot.
+// The zero value is ready; it is safe for concurrent use.
+type RouteTables struct {
+	mu sync.Mutex
+	m  map[*routev3.RouteConfiguration]*router.Table
+}
+
+// Compile compiles rc and remembers the table.
+func (t *RouteTables) Compile(rc *routev3.RouteConfiguration) (*router.Table, error) {
+	tbl, err := router.Compile(rc)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[*routev3.RouteConfiguration]*router.Table{}
+	}
+	t.m[rc] = tbl
+	return tbl, nil
+}
+
+func (t *RouteTables) lookup(rc *routev3.RouteConfiguration) *router.Table {
+	if t == nil || rc == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[rc]
+}
+
+// Keep forgets every table whose proto is not in keep.
+func (t *RouteTables) Keep(keep map[string]*routev3.RouteConfiguration) {
+	live := map[*routev3.RouteConfiguration]bool{}
+	for _, rc := range keep {
+		live[rc] = true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for rc := range t.m {
+		if !live[rc] {
+			delete(t.m, rc)
+		}
+	}
+}
 
 // Store publishes snapshots. Readers Load once and keep that view.
 type Store struct{ p atomic.Pointer[Snapshot] }
