@@ -608,3 +608,24 @@ func waitStatus(t *testing.T, url string, want int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// lds_config on its own api_config_source (a per-type ListenerDiscoveryService
+// stream, delta here) next to ADS for the rest.
+func TestXDSSeparateLDSStream(t *testing.T) {
+	cp := startControlPlane(t)
+	be := startBackend(t, "a")
+	port, adminPort := freePort(t), freePort(t)
+	if err := cp.Set(testNode, "v1", simpleConfig(t, port, "v1", be).byType()); err != nil {
+		t.Fatal(err)
+	}
+	bs := strings.Replace(adsBootstrap(cp.Addr(), adminPort, false),
+		"  lds_config: {ads: {}, resource_api_version: V3}",
+		"  lds_config: {resource_api_version: V3, api_config_source: {api_type: DELTA_GRPC, transport_api_version: V3, grpc_services: [{envoy_grpc: {cluster_name: xds_cluster}}]}}", 1)
+	startHop(t, bs, adminPort, 1)
+	r := acked(t, cp, client.ListenerType, "v1", true)
+	if !strings.Contains(r.Method, "ListenerDiscoveryService/DeltaListeners") {
+		t.Errorf("listeners came over %q, want the per-type delta LDS stream", r.Method)
+	}
+	acked(t, cp, client.ClusterType, "v1", false)
+	waitRoute(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", port), "a", "v1", defaultTestTimeout)
+}
