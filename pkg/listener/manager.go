@@ -157,8 +157,15 @@ func (m *Manager) startDrainLocked(a *active) {
 // drainServers shuts the servers down gracefully and closes what is left
 // when ctx ends. It then waits for the listener's tunnels until ctx ends.
 func (a *active) drainServers(ctx context.Context) {
+	shutdownServers(ctx, a.servers)
+	<-ctx.Done()
+}
+
+// shutdownServers shuts servers down gracefully, all at once, and closes
+// what is still open when ctx ends.
+func shutdownServers(ctx context.Context, servers map[*snapshot.FilterChain]*hcm.Server) {
 	var wg sync.WaitGroup
-	for _, s := range a.servers {
+	for _, s := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -168,7 +175,6 @@ func (a *active) drainServers(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	<-ctx.Done()
 }
 
 func (m *Manager) bindLocked(l *snapshot.Listener) error {
@@ -390,15 +396,11 @@ func (m *Manager) Shutdown(ctx context.Context) {
 	defer stop()
 	var wg sync.WaitGroup
 	for _, a := range all {
-		for _, s := range a.servers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := s.Shutdown(ctx); err != nil {
-					s.Close()
-				}
-			}()
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			shutdownServers(ctx, a.servers)
+		}()
 	}
 	wg.Wait()
 	// Accept loops ended with their sockets; drains and retired servers

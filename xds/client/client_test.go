@@ -90,7 +90,7 @@ func TestNodeInEveryRequest(t *testing.T) {
 	}
 }
 
-// A handler error NACKs with INVALID_ARGUMENT and the handler's text, and
+// A handler error NACKs with INTERNAL (as Envoy does) and the handler's text, and
 // keeps version_info at the last accepted version; a later good version is
 // ACKed.
 func TestNACKKeepsLastAcceptedVersion(t *testing.T) {
@@ -122,8 +122,8 @@ func TestNACKKeepsLastAcceptedVersion(t *testing.T) {
 
 			set("v2", listener("l1"), listener("bad"))
 			nack := waitNACK(t, ctx, srv, client.ListenerType, "v2")
-			if nack.Error != `listener "bad": rejected` || nack.ErrorCode != 3 {
-				t.Errorf("NACK error_detail = %d %q, want 3 %q", nack.ErrorCode, nack.Error, `listener "bad": rejected`)
+			if nack.Error != `listener "bad": rejected` || nack.ErrorCode != 13 {
+				t.Errorf("NACK error_detail = %d %q, want 13 %q", nack.ErrorCode, nack.Error, `listener "bad": rejected`)
 			}
 			if !m.delta && nack.Version != "v1" {
 				t.Errorf("NACK version_info = %q, want the last accepted v1", nack.Version)

@@ -16,9 +16,9 @@ import (
 // wildcardName is the explicit wildcard subscription.
 const wildcardName = "*"
 
-// codeInvalidArgument is google.rpc.Code INVALID_ARGUMENT, the error_detail
-// code of a NACK (as grpc-go sends it).
-const codeInvalidArgument = 3
+// codeInternal is google.rpc.Code INTERNAL, the error_detail code Envoy
+// puts in a NACK (grpc_mux_impl.cc).
+const codeInternal = 13
 
 // loop keeps one stream (ADS, or the stream of type only) open across
 // reconnects. Its fields are owned by the runLoop goroutine; limiter and
@@ -253,7 +253,7 @@ func nackDetail(pt *streamType) *status.Status {
 	if !pt.ackPending || pt.ackErr == "" {
 		return nil
 	}
-	return &status.Status{Code: codeInvalidArgument, Message: pt.ackErr}
+	return &status.Status{Code: codeInternal, Message: pt.ackErr}
 }
 
 // buildSotW returns the DiscoveryRequest due for v, or nil, and a commit

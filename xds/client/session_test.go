@@ -37,7 +37,7 @@ func TestBuildSotW(t *testing.T) {
 	pt.nonce, pt.ackPending, pt.ackErr = "1", true, "bad"
 	m, commit = s.buildSotW(pt, view{url: RouteType, names: []string{"a", "b"}, version: "v0"})
 	req = m.(*discoveryv3.DiscoveryRequest)
-	if req.GetErrorDetail().GetMessage() != "bad" || req.GetErrorDetail().GetCode() != 3 || req.GetResponseNonce() != "1" ||
+	if req.GetErrorDetail().GetMessage() != "bad" || req.GetErrorDetail().GetCode() != 13 || req.GetResponseNonce() != "1" ||
 		req.GetVersionInfo() != "v0" || req.GetNode() != nil || len(req.GetResourceNames()) != 2 {
 		t.Fatalf("NACK = %v", req)
 	}

@@ -140,9 +140,9 @@ func (w *Watcher) sourceLocked(cs *corev3.ConfigSource, path string) (source, er
 		}
 		s = c
 	case *corev3.ConfigSource_PathConfigSource:
-		s = &fileSource{w: w, path: sp.PathConfigSource.GetPath(), dir: sp.PathConfigSource.GetWatchedDirectory().GetPath(), running: map[string]bool{}}
+		s = &fileSource{w: w, key: key, path: sp.PathConfigSource.GetPath(), dir: sp.PathConfigSource.GetWatchedDirectory().GetPath(), running: map[string]bool{}}
 	case *corev3.ConfigSource_Path:
-		s = &fileSource{w: w, path: sp.Path, running: map[string]bool{}}
+		s = &fileSource{w: w, key: key, path: sp.Path, running: map[string]bool{}}
 	}
 	w.sources[key] = s
 	return s, nil
@@ -182,11 +182,10 @@ func (w *Watcher) grpcSourceLocked(api *corev3.ApiConfigSource, path string, agg
 // fileSource runs one filesource per type for a path_config_source.
 type fileSource struct {
 	w         *Watcher
+	key       string // sourceKey of its ConfigSource
 	path, dir string
 	running   map[string]bool // guarded by w.mu
 }
-
-func (f *fileSource) key() string { return "path:" + f.path + "|" + f.dir }
 
 func (f *fileSource) Watch(typeURL string, _ bool, _ []string, h client.Handler) {
 	if f.running[typeURL] {
@@ -212,9 +211,9 @@ func (f *fileSource) Watch(typeURL string, _ bool, _ []string, h client.Handler)
 				defer w.mu.Unlock()
 				w.st.failure(typeURL).Inc()
 				if typeURL == client.RouteType {
-					key, seen := f.key(), map[string]bool{}
+					seen := map[string]bool{}
 					for _, r := range w.allRouteRefsLocked() {
-						if sourceKey(r.source) == key && !seen[r.name] {
+						if sourceKey(r.source) == f.key && !seen[r.name] {
 							seen[r.name] = true
 							w.countNamed(typeURL, r.name, func(c *namedStats) { c.failure.Inc() })
 						}

@@ -10,10 +10,12 @@ import (
 // typeStats are one subscription type's Envoy stats:
 // listener_manager.lds.*, cluster_manager.cds.*, and hop's
 // xds.rds.* and xds.eds.* for routes and endpoints as a whole (the
-// per-route-config stats Envoy keeps are namedStats).
+// per-route-config stats Envoy keeps are namedStats). added, modified and
+// removed are Envoy's cluster_manager.cluster_* and exist for clusters
+// only: listener_manager.listener_* are counted by pkg/listener.
 type typeStats struct {
 	attempt, success, rejected, failure, empty, initFetchTimeout *stats.Counter
-	added, modified, removed                                     *stats.Counter
+	added, modified, removed                                     *stats.Counter // nil but for clusters
 	version                                                      *stats.Gauge
 }
 
@@ -56,15 +58,11 @@ func newWatchStats(st *stats.Store) *watchStats {
 		cActive:  cm.Gauge("active_clusters"),
 	}
 	lds, cds := newTypeStats(lm.Sub("lds")), newTypeStats(cm.Sub("cds"))
-	lds.added, lds.modified, lds.removed = lm.Counter("lds_listener_added"), lm.Counter("lds_listener_modified"), lm.Counter("lds_listener_removed")
 	cds.added, cds.modified, cds.removed = cm.Counter("cluster_added"), cm.Counter("cluster_modified"), cm.Counter("cluster_removed")
 	ws.types[client.ListenerType] = lds
 	ws.types[client.ClusterType] = cds
 	for typeURL, name := range map[string]string{client.RouteType: "rds", client.EndpointType: "eds"} {
-		ts := newTypeStats(root.Sub("xds").Sub(name))
-		sc := root.Sub("xds").Sub(name)
-		ts.added, ts.modified, ts.removed = sc.Counter("added"), sc.Counter("modified"), sc.Counter("removed")
-		ws.types[typeURL] = ts
+		ws.types[typeURL] = newTypeStats(root.Sub("xds").Sub(name))
 	}
 	return ws
 }

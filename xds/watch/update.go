@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hopproxy/hop/pkg/stats"
 	"github.com/hopproxy/hop/xds/client"
 	"github.com/hopproxy/hop/xds/resource"
 )
@@ -102,9 +103,9 @@ func handleUpdate[T proto.Message](w *Watcher, t *table[T], u client.Update, war
 		}
 		if warm {
 			if t.active[r.Name] != nil {
-				ts.modified.Inc()
+				inc(ts.modified)
 			} else {
-				ts.added.Inc()
+				inc(ts.added)
 			}
 			t.warming[r.Name] = e
 		} else {
@@ -124,7 +125,7 @@ func handleUpdate[T proto.Message](w *Watcher, t *table[T], u client.Update, war
 	gone = append(gone, u.Removed...)
 	for _, name := range gone {
 		if t.remove(name) {
-			ts.removed.Inc()
+			inc(ts.removed)
 			changed = true
 		}
 	}
@@ -419,4 +420,10 @@ func (w *Watcher) allEDSRefsLocked() []*edsRef {
 		}
 	}
 	return out
+}
+
+func inc(c *stats.Counter) {
+	if c != nil {
+		c.Inc()
+	}
 }

@@ -117,10 +117,8 @@ type Watcher struct {
 	// dynamic listeners wait, as Envoy's init manager makes them.
 	cdsReady bool
 	ldsReady bool
-	applied  int // number of Bundles applied, for Bundle.Version
-	lastErr  error
-	// pending holds subscriptions asked for before Run.
-	started bool
+	applied  int  // number of Bundles applied, for Bundle.Version
+	started  bool // Run has begun: subscriptions may be sent
 }
 
 // New checks the bootstrap's dynamic_resources (errors name the field
@@ -215,13 +213,6 @@ func (w *Watcher) dataPlaneClusters() []*clusterv3.Cluster {
 		out = append(out, c)
 	}
 	return out
-}
-
-// Dynamic reports whether the bootstrap has any dynamic resources, or any
-// static listener or cluster that uses RDS or EDS.
-func (w *Watcher) Dynamic() bool {
-	dr := w.o.Bootstrap.GetDynamicResources()
-	return dr.GetLdsConfig() != nil || dr.GetCdsConfig() != nil || len(w.static.routeRefs()) > 0 || len(w.static.edsRefs()) > 0
 }
 
 // Run subscribes and follows updates until ctx ends. The static resources
@@ -360,8 +351,6 @@ func (w *Watcher) reapplyLocked() {
 	if !w.promoteLocked() {
 		return
 	}
-	if err := w.applyLocked("warming"); err != nil && !errApplied(err) {
-		w.lastErr = err
-	}
+	w.applyLocked("warming") // an error is logged; the next update retries
 	w.resubscribeLocked()
 }
