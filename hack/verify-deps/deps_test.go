@@ -72,6 +72,81 @@ var forbidden = map[string]map[string]string{
 		"pkg/hcm":       "xds may use only pkg/filter, pkg/stats and api",
 		"pkg/dataplane": "xds may use only pkg/filter, pkg/stats and api",
 	},
+	"pkg/tlsconfig": {
+		"pkg/":                   "tlsconfig is a leaf: the standard library and go-control-plane protos only (xds/client/grpctransport uses it)",
+		"xds/":                   "tlsconfig is a leaf: the standard library and go-control-plane protos only",
+		"google.golang.org/grpc": "tlsconfig is a leaf: the standard library and go-control-plane protos only",
+	},
+}
+
+// xdsMayImport lists what of hop's pkg/ the packages under xds/ may depend
+// on (ARCHITECTURE.md: xds uses pkg/filter, pkg/stats and api, never the
+// rest of pkg/), and the exceptions a package needs, with the reason. An
+// exception holds for the packages that depend on the excepted package too.
+var xdsMayImport = map[string]string{
+	"pkg/filter": "the filter registry decodes typed configs",
+	"pkg/stats":  "stats is the bottom layer",
+}
+
+var xdsExceptions = map[string]map[string]string{
+	"xds/client/grpctransport": {
+		"pkg/tlsconfig": "the xDS cluster's UpstreamTlsContext is compiled exactly as a data-plane cluster's; tlsconfig is itself a leaf (see forbidden)",
+	},
+}
+
+func TestXDSUsesLittleOfPkg(t *testing.T) {
+	out, err := exec.Command("go", "list", mod+"xds/...").Output()
+	if err != nil {
+		t.Fatalf("go list xds/...: %v", err)
+	}
+	for _, full := range strings.Fields(string(out)) {
+		pkg := strings.TrimPrefix(full, mod)
+		t.Run(pkg, func(t *testing.T) {
+			ds := deps(t, pkg)
+			allowed := map[string]bool{}
+			for p := range xdsMayImport {
+				allowed[mod+p] = true
+			}
+			for _, d := range ds {
+				for p := range xdsExceptions[strings.TrimPrefix(d, mod)] {
+					allowed[mod+p] = true
+				}
+			}
+			for _, d := range ds {
+				if !strings.HasPrefix(d, mod+"pkg/") {
+					continue
+				}
+				ok := false
+				for p := range allowed {
+					if d == p || strings.HasPrefix(d, p+"/") {
+						ok = true
+					}
+				}
+				if !ok {
+					t.Errorf("%s depends on %s: xds may use only pkg/filter, pkg/stats and api (exceptions: xdsExceptions)", pkg, d)
+				}
+			}
+		})
+	}
+}
+
+// TestTLSConfigLeaf checks that pkg/tlsconfig depends only on the standard
+// library and the go-control-plane protos (with what they need).
+func TestTLSConfigLeaf(t *testing.T) {
+	ok := []string{"github.com/envoyproxy/", "github.com/cncf/xds/", "google.golang.org/protobuf/"}
+	for _, d := range deps(t, "pkg/tlsconfig") {
+		first, _, _ := strings.Cut(d, "/")
+		if !strings.Contains(first, ".") || d == mod+"pkg/tlsconfig" {
+			continue // standard library
+		}
+		allowed := false
+		for _, p := range ok {
+			allowed = allowed || strings.HasPrefix(d, p)
+		}
+		if !allowed {
+			t.Errorf("pkg/tlsconfig depends on %s: only the standard library and go-control-plane protos are allowed", d)
+		}
+	}
 }
 
 func deps(t *testing.T, pkg string) []string {

@@ -75,6 +75,10 @@ type Stream struct {
 	// UpgradeType is the accepted upgrade ("websocket", "CONNECT", ...) as
 	// the client sent it, or "" for an ordinary request.
 	UpgradeType string
+	// ExtendedConnect: the client sent the upgrade as an HTTP/2 or HTTP/3
+	// extended CONNECT (RFC 8441/9220). The connection manager has turned
+	// it into HTTP/1.1 form (GET + Upgrade + Connection), as Envoy does.
+	ExtendedConnect bool
 	// Env is what the connection manager offers the terminal filter.
 	Env Env
 }

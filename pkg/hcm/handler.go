@@ -38,13 +38,25 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg := m.cfg.Load()
 	st := cfg.stats
 	st.rqTotal.Inc()
-	st.rqHTTP1Total.Inc()
+	switch r.ProtoMajor {
+	case 2:
+		st.rqHTTP2Total.Inc()
+	case 3:
+		st.rqHTTP3Total.Inc()
+	default:
+		st.rqHTTP1Total.Inc()
+	}
 	st.rqActive.Inc()
 	rw := &responseWriter{ResponseWriter: w}
 	s := &stream{Stream: filter.Stream{Req: r, W: rw}, cfg: cfg, mgr: m, rw: rw}
 	s.Env = s
 	defer s.finish()
 
+	if r.ProtoMajor >= 2 {
+		// An extended CONNECT becomes GET + Upgrade + Connection here, as
+		// Envoy's HTTP/2 and HTTP/3 codecs hand it on.
+		s.ExtendedConnect = tunnel.FromExtendedConnect(r)
+	}
 	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !cfg.acceptHTTP10 {
 		// Envoy refuses HTTP/1.0 unless accept_http_10 is set.
 		rw.Header().Set("Connection", "close")
@@ -56,7 +68,7 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	upgradeType := tunnel.Classify(r.Method, r.Header, cfg.ignoreUp)
-	if upgradeType != "" {
+	if upgradeType != "" && r.ProtoMajor == 1 {
 		s.raw = newRawWriter(w)
 		rw.ResponseWriter = s.raw
 	}
@@ -76,6 +88,11 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// refused with 403, and the connection is closed afterwards
 			// (rawWriter) so nothing the client sends next can be smuggled.
 			st.wsOnNonWSRoute.Inc()
+			if r.ProtoMajor == 2 {
+				// The HTTP/2 server drains the connection (GOAWAY) when a
+				// handler answers with Connection: close.
+				rw.Header().Set("Connection", "close")
+			}
 			s.Stream.LocalReply(http.StatusForbidden, "", "upgrade_failed")
 			return
 		}

@@ -7,8 +7,11 @@ import "github.com/hopproxy/hop/pkg/stats"
 // the stat_prefix finds the same counters again.
 type hcmStats struct {
 	cxTotal, cxHTTP1Total, cxDestroy              *stats.Counter
+	cxHTTP2Total, cxHTTP3Total, cxSSLTotal        *stats.Counter
 	cxActive, cxHTTP1Active                       *stats.Gauge
+	cxHTTP2Active, cxHTTP3Active, cxSSLActive     *stats.Gauge
 	rqTotal, rqHTTP1Total, rqCompleted            *stats.Counter
+	rqHTTP2Total, rqHTTP3Total                    *stats.Counter
 	rqActive                                      *stats.Gauge
 	rq1xx, rq2xx, rq3xx, rq4xx, rq5xx             *stats.Counter
 	upgradesTotal                                 *stats.Counter
@@ -26,7 +29,15 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 		cxDestroy:        sc.Counter("downstream_cx_destroy"),
 		cxActive:         sc.Gauge("downstream_cx_active"),
 		cxHTTP1Active:    sc.Gauge("downstream_cx_http1_active"),
+		cxHTTP2Total:     sc.Counter("downstream_cx_http2_total"),
+		cxHTTP3Total:     sc.Counter("downstream_cx_http3_total"),
+		cxSSLTotal:       sc.Counter("downstream_cx_ssl_total"),
+		cxHTTP2Active:    sc.Gauge("downstream_cx_http2_active"),
+		cxHTTP3Active:    sc.Gauge("downstream_cx_http3_active"),
+		cxSSLActive:      sc.Gauge("downstream_cx_ssl_active"),
 		rqTotal:          sc.Counter("downstream_rq_total"),
+		rqHTTP2Total:     sc.Counter("downstream_rq_http2_total"),
+		rqHTTP3Total:     sc.Counter("downstream_rq_http3_total"),
 		rqHTTP1Total:     sc.Counter("downstream_rq_http1_total"),
 		rqCompleted:      sc.Counter("downstream_rq_completed"),
 		rqActive:         sc.Gauge("downstream_rq_active"),

@@ -146,24 +146,84 @@ func (s *stream) setServer(h http.Header) {
 	h.Set("Server", s.cfg.serverName)
 }
 
-// StartTunnel writes the upstream's 101 downstream and splices.
+// StartTunnel answers the client that the upgrade was accepted and splices
+// the stream with the upstream's tunnel. The response head follows Envoy's
+// translations (envoy-semantics.md §4.3): an HTTP/1.1 client gets 101 (an
+// HTTP/2 upstream's 200 becomes 101 with Upgrade and Connection added); an
+// HTTP/2 or HTTP/3 client gets 200 without Upgrade, Connection or a
+// Content-Length of "0".
 func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
+	h := up.Response.Header
+	s.PrepareResponse(fs, h)
+	if fs.Req.ProtoMajor == 1 {
+		if up.Protocol != 1 {
+			h.Set("Upgrade", fs.UpgradeType)
+			h.Set("Connection", "upgrade")
+		}
+		h.Del("Content-Length")
+		return s.startH1Tunnel(fs, up, http.StatusSwitchingProtocols)
+	}
+	h.Del("Upgrade")
+	h.Del("Connection")
+	if h.Get("Content-Length") == "0" {
+		h.Del("Content-Length")
+	}
+	dst := s.rw.Header()
+	for k, v := range h {
+		dst[k] = v
+	}
+	s.rw.WriteHeader(http.StatusOK)
+	s.cfg.stats.countStatus(http.StatusOK)
+	s.tunnelStarted = true
+	st := s.cfg.stats
+	_, idle := s.Timeouts(fs)
+	opt := tunnel.Options{IdleTimeout: idle}
+	group := connTrackFrom(fs.Req.Context()).group()
+	countEnd := func(r tunnel.Result) {
+		if r.Cause == tunnel.CauseIdleTimeout {
+			st.rqIdleTimeout.Inc()
+		}
+		s.endStream()
+	}
+	if fs.Req.ProtoMajor == 3 {
+		down, err := tunnel.NewH3Downstream(s.rw.ResponseWriter, fs.Req)
+		if err != nil {
+			up.Conn.Close()
+			s.endStream()
+			return fmt.Errorf("hcm: take the HTTP/3 stream over: %w", err)
+		}
+		s.mgr.env.Tunnels.Go(group, down, up.Conn, nil, up.Buffered, opt, countEnd)
+		return nil
+	}
+	// HTTP/2: the stream lives as long as this handler, so the tunnel runs
+	// here and the response ends when it returns.
+	if err := http.NewResponseController(s.rw).Flush(); err != nil {
+		up.Conn.Close()
+		s.endStream()
+		return fmt.Errorf("hcm: send the upgrade response: %w", err)
+	}
+	down := tunnel.NewH2Downstream(s.rw, fs.Req)
+	countEnd(s.mgr.env.Tunnels.Run(group, down, up.Conn, nil, up.Buffered, opt))
+	return nil
+}
+
+// startH1Tunnel writes the response head on the hijacked HTTP/1.1
+// connection and splices it with the upstream on a tracker goroutine.
+func (s *stream) startH1Tunnel(fs *filter.Stream, up *tunnel.Upstream, status int) error {
 	down, err := s.raw.conn()
 	if err != nil {
 		up.Conn.Close()
 		return err
 	}
-	res := up.Response
-	s.PrepareResponse(fs, res.Header)
-	for k, v := range res.Header {
+	for k, v := range up.Response.Header {
 		s.raw.hdr[k] = v
 	}
-	s.raw.WriteHeader(res.StatusCode)
+	s.raw.WriteHeader(status)
 	if len(up.Buffered) > 0 {
 		s.raw.bw.Write(up.Buffered) // what the upstream sent right behind its 101
 	}
-	s.rw.status = res.StatusCode
-	s.cfg.stats.countStatus(res.StatusCode) // charged when the head is sent, as Envoy does
+	s.rw.status = status
+	s.cfg.stats.countStatus(status) // charged when the head is sent, as Envoy does
 	if err := s.raw.bw.Flush(); err != nil || s.raw.err != nil {
 		up.Conn.Close()
 		down.Conn.Close()

@@ -38,6 +38,11 @@ type Upstream struct {
 	Conn     net.Conn
 	Response *http.Response
 	Buffered []byte // bytes read past the response head; replay downstream
+	// Accepted: the upstream took the upgrade (101 from HTTP/1.1, 200 from
+	// HTTP/2 or HTTP/3) and Conn is the tunnel. Otherwise Response is an
+	// ordinary answer to pass on; its body is read from Response.Body.
+	Accepted bool
+	Protocol int // the upstream leg's HTTP major version: 1 or 2
 }
 
 // OpenH1Upgrade writes req's head (never its body) on conn as an HTTP/1.1
@@ -63,8 +68,9 @@ func OpenH1Upgrade(ctx context.Context, conn net.Conn, req *http.Request) (*Upst
 	if err != nil {
 		return nil, ctxOr(ctx, &ResetError{Err: err})
 	}
-	up := &Upstream{Conn: conn, Response: res}
+	up := &Upstream{Conn: conn, Response: res, Protocol: 1}
 	if IsUpgradeResponse(res) {
+		up.Accepted = true
 		if n := br.Buffered(); n > 0 {
 			b, _ := br.Peek(n)
 			up.Buffered = append([]byte(nil), b...)

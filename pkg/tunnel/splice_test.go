@@ -125,40 +125,53 @@ func TestSpliceBothWaysWithHalfClose(t *testing.T) {
 }
 
 // TestSpliceIdleTimeout: no byte either way for the idle timeout closes
-// both sides; traffic in one direction only keeps the tunnel alive.
+// both sides; traffic in one direction only keeps the tunnel alive. Both
+// idle checks are covered: read deadlines between two TCP connections, the
+// watchdog timer for anything else (streams).
 func TestSpliceIdleTimeout(t *testing.T) {
-	client, a := pair(t)
-	b, server := pair(t)
-	done := make(chan Result, 1)
-	const idle = 200 * time.Millisecond
-	go func() { done <- Splice(a, b, nil, nil, Options{IdleTimeout: idle}) }()
+	for _, tc := range []struct {
+		name string
+		wrap func(*net.TCPConn) net.Conn
+	}{
+		{"tcp", func(c *net.TCPConn) net.Conn { return c }},
+		{"opaque", func(c *net.TCPConn) net.Conn { return opaque{c} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, a := pair(t)
+			b, server := pair(t)
+			done := make(chan Result, 1)
+			const idle = 200 * time.Millisecond
+			go func() { done <- Splice(tc.wrap(a), tc.wrap(b), nil, nil, Options{IdleTimeout: idle}) }()
 
-	// Server-push only, for 3 idle periods: not idle.
-	stop := time.Now().Add(3 * idle)
-	buf := make([]byte, 1)
-	for time.Now().Before(stop) {
-		server.Write([]byte("x"))
-		client.SetReadDeadline(time.Now().Add(defaultTestTimeout))
-		if _, err := client.Read(buf); err != nil {
-			t.Fatalf("tunnel closed while one direction was busy: %v", err)
-		}
-		<-time.After(idle / 5)
-	}
-	start := time.Now()
-	select {
-	case r := <-done:
-		if r.Cause != CauseIdleTimeout {
-			t.Fatalf("cause %s", r.Cause)
-		}
-		if d := time.Since(start); d < idle-idle/5 {
-			t.Errorf("closed %v after the last byte, before the idle timeout", d)
-		}
-	case <-time.After(defaultTestTimeout):
-		t.Fatal("idle tunnel not closed")
-	}
-	client.SetReadDeadline(time.Now().Add(defaultTestTimeout))
-	if _, err := client.Read(buf); err == nil {
-		t.Error("client side still open")
+			// Server-push only, for 3 idle periods: not idle.
+			stop := time.Now().Add(3 * idle)
+			buf := make([]byte, 1)
+			var last time.Time
+			for time.Now().Before(stop) {
+				last = time.Now()
+				server.Write([]byte("x"))
+				client.SetReadDeadline(time.Now().Add(defaultTestTimeout))
+				if _, err := client.Read(buf); err != nil {
+					t.Fatalf("tunnel closed while one direction was busy: %v", err)
+				}
+				<-time.After(idle / 5)
+			}
+			select {
+			case r := <-done:
+				if r.Cause != CauseIdleTimeout {
+					t.Fatalf("cause %s", r.Cause)
+				}
+				if d := time.Since(last); d < idle {
+					t.Errorf("closed %v after the last byte, before the idle timeout", d)
+				}
+			case <-time.After(defaultTestTimeout):
+				t.Fatal("idle tunnel not closed")
+			}
+			client.SetReadDeadline(time.Now().Add(defaultTestTimeout))
+			if _, err := client.Read(buf); err == nil {
+				t.Error("client side still open")
+			}
+		})
 	}
 }
 

@@ -19,6 +19,7 @@ type Tracker struct {
 type Tunnel struct {
 	a, b  net.Conn
 	group any
+	cut   bool // CloseGroup cut it; guarded by Tracker.mu
 }
 
 // Go runs Splice(a, b, ...) on a new goroutine owned by the tracker and
@@ -27,37 +28,61 @@ type Tunnel struct {
 // tracker is already shut down, both connections are closed and done gets
 // CauseAborted.
 func (t *Tracker) Go(group any, a, b net.Conn, aPrelude, bPrelude []byte, opt Options, done func(Result)) {
-	tun := &Tunnel{a: a, b: b, group: group}
-	t.mu.Lock()
-	if t.stopped {
-		t.mu.Unlock()
-		a.Close()
-		b.Close()
+	tun, ok := t.add(group, a, b)
+	if !ok {
 		if done != nil {
 			done(Result{Cause: CauseAborted})
 		}
 		return
+	}
+	go func() {
+		res := t.run(tun, aPrelude, bPrelude, opt)
+		if done != nil {
+			done(res)
+		}
+	}()
+}
+
+// Run is Go on the calling goroutine: it splices until the tunnel ends and
+// returns the result. An HTTP/2 stream's handler uses it, because the
+// stream lives only as long as its handler runs.
+func (t *Tracker) Run(group any, a, b net.Conn, aPrelude, bPrelude []byte, opt Options) Result {
+	tun, ok := t.add(group, a, b)
+	if !ok {
+		return Result{Cause: CauseAborted}
+	}
+	return t.run(tun, aPrelude, bPrelude, opt)
+}
+
+// add registers a tunnel, or aborts both ends when the tracker is shut down.
+func (t *Tracker) add(group any, a, b net.Conn) (*Tunnel, bool) {
+	tun := &Tunnel{a: a, b: b, group: group}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		abort(a)
+		abort(b)
+		return nil, false
 	}
 	if t.live == nil {
 		t.live = map[*Tunnel]struct{}{}
 	}
 	t.live[tun] = struct{}{}
 	t.wg.Add(1)
+	return tun, true
+}
+
+func (t *Tracker) run(tun *Tunnel, aPrelude, bPrelude []byte, opt Options) Result {
+	defer t.wg.Done()
+	res := Splice(tun.a, tun.b, aPrelude, bPrelude, opt)
+	t.mu.Lock()
+	delete(t.live, tun)
+	aborted := t.stopped || tun.cut
 	t.mu.Unlock()
-	go func() {
-		defer t.wg.Done()
-		res := Splice(a, b, aPrelude, bPrelude, opt)
-		t.mu.Lock()
-		delete(t.live, tun)
-		aborted := t.stopped
-		t.mu.Unlock()
-		if aborted && res.Cause == CauseError {
-			res.Cause = CauseAborted
-		}
-		if done != nil {
-			done(res)
-		}
-	}()
+	if aborted && res.Cause == CauseError {
+		res.Cause = CauseAborted
+	}
+	return res
 }
 
 // Len returns the number of live tunnels.
@@ -89,8 +114,9 @@ func (t *Tracker) CloseGroup(group any) int {
 	n := 0
 	for tun := range t.live {
 		if tun.group == group {
-			tun.a.Close()
-			tun.b.Close()
+			tun.cut = true
+			abort(tun.a)
+			abort(tun.b)
 			n++
 		}
 	}
@@ -112,8 +138,8 @@ func (t *Tracker) Shutdown(ctx context.Context) {
 	}
 	t.mu.Lock()
 	for tun := range t.live {
-		tun.a.Close()
-		tun.b.Close()
+		abort(tun.a)
+		abort(tun.b)
 	}
 	t.mu.Unlock()
 	<-idle

@@ -8,15 +8,8 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/hopproxy/hop/xds/client"
-)
-
-// Type URLs of the transport sockets a static xDS cluster may use.
-const (
-	upstreamTLSType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
-	rawBufferType   = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 )
 
 // FieldError is a configuration error. Path is the field path relative to
@@ -109,25 +102,10 @@ func fromEnvoyGrpc(eg *corev3.GrpcService_EnvoyGrpc, static []*clusterv3.Cluster
 	if v := eg.GetMaxReceiveMessageLength(); v != nil {
 		o.maxRecv = int(v.GetValue())
 	}
-	if ts := c.GetTransportSocket(); ts != nil {
-		switch url := ts.GetTypedConfig().GetTypeUrl(); url {
-		case upstreamTLSType:
-			utc := &tlsv3.UpstreamTlsContext{}
-			if err := ts.GetTypedConfig().UnmarshalTo(utc); err != nil {
-				return nil, inCluster(fmt.Errorf("transport_socket.typed_config: %w", err))
-			}
-			o.tls, err = upstreamTLS(utc, "transport_socket.typed_config")
-			if err != nil {
-				return nil, inCluster(err)
-			}
-			o.exactSNI = true
-		case rawBufferType:
-		case "":
-			return nil, inCluster(errors.New("transport_socket.typed_config: required"))
-		default:
-			return nil, inCluster(fmt.Errorf("transport_socket.typed_config: unsupported transport socket %q", url))
-		}
+	if o.tls, err = upstreamTLS(c.GetTransportSocket(), "transport_socket"); err != nil {
+		return nil, inCluster(err)
 	}
+	o.exactSNI = o.tls != nil
 	return dial(target, o)
 }
 
