@@ -130,11 +130,21 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-direct-only", "-idle", "0"}, true},
 		{[]string{"-direct-only", "extra"}, true},
 		{[]string{"-no-such-flag"}, true},
+		{[]string{"-hop", "/bin/hop", "-two-hop", "none"}, false},
+		{[]string{"-hop", "/bin/hop", "-two-hop", "h2"}, false},
+		{[]string{"-hop", "/bin/hop", "-two-hop", "h3"}, true},
 	}
 	for _, tt := range tests {
 		if _, err := parseFlags(tt.args, io.Discard); (err != nil) != tt.wantErr {
 			t.Errorf("parseFlags(%q) error = %v, want error %v", tt.args, err, tt.wantErr)
 		}
+	}
+	// Both two-hop variants by default; none without a hop.
+	if o, err := parseFlags([]string{"-hop", "/bin/hop"}, io.Discard); err != nil || len(o.twoHop) != 2 {
+		t.Errorf("default -two-hop = %v (%v), want h1 and h2", o.twoHop, err)
+	}
+	if o, err := parseFlags([]string{"-direct-only"}, io.Discard); err != nil || len(o.twoHop) != 0 {
+		t.Errorf("-direct-only -two-hop = %v (%v), want none", o.twoHop, err)
 	}
 }
 
@@ -279,11 +289,15 @@ func TestRunDirectOnly(t *testing.T) {
 	}
 }
 
+// TestRunThroughFakeHop runs the whole bench, both two-hop variants
+// included, through the fake hop, which speaks HTTP/2 and extended CONNECT
+// between the front and the sidecar like hop does.
 func TestRunThroughFakeHop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs load for about two seconds")
 	}
 	t.Setenv(fakeHopEnv, "proxy")
+	t.Setenv("GODEBUG", withXConnect(os.Getenv("GODEBUG")))
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -292,13 +306,16 @@ func TestRunThroughFakeHop(t *testing.T) {
 		t.Fatalf("run: %v\nstderr:\n%s", err, errOut.String())
 	}
 	var rep struct {
-		Hop       string `json:"hop"`
-		RSSBefore int64  `json:"hop_rss_before_kib"`
-		RSSAfter  int64  `json:"hop_rss_after_kib"`
+		Hop       string   `json:"hop"`
+		RSSBefore int64    `json:"hop_rss_before_kib"`
+		RSSAfter  int64    `json:"hop_rss_after_kib"`
+		TwoHop    []string `json:"two_hop"`
 		Rows      []struct {
-			Key         string
-			Direct, Hop *float64
-			Ratio       *float64 `json:"hop_over_direct"`
+			Key          string
+			Direct, Hop  *float64
+			Ratio        *float64 `json:"hop_over_direct"`
+			H1Hop, H2Hop *float64
+			H2Ratio      *float64 `json:"h2hop_over_h1hop"`
 		} `json:"rows"`
 	}
 	dec := json.NewDecoder(&out)
@@ -308,18 +325,41 @@ func TestRunThroughFakeHop(t *testing.T) {
 	if rep.RSSBefore <= 0 || rep.RSSAfter <= 0 {
 		t.Errorf("hop RSS before/after = %d/%d KiB, want positive readings", rep.RSSBefore, rep.RSSAfter)
 	}
-	if len(rep.Rows) != 8 {
-		t.Fatalf("got %d rows, want 8", len(rep.Rows))
+	if len(rep.Rows) != 9 {
+		t.Fatalf("got %d rows, want 9", len(rep.Rows))
+	}
+	if strings.Join(rep.TwoHop, ",") != "h1hop,h2hop" {
+		t.Errorf("two_hop = %q, want h1hop and h2hop", rep.TwoHop)
+	}
+	positive := func(vs ...*float64) bool {
+		for _, v := range vs {
+			if v == nil || *v <= 0 {
+				return false
+			}
+		}
+		return true
 	}
 	for _, r := range rep.Rows {
-		if r.Key == "idle_rss_kib_per_conn" {
-			if r.Direct != nil || r.Hop == nil {
-				t.Errorf("%s: direct %s hop %s, want only hop", r.Key, fmtPtr(r.Direct), fmtPtr(r.Hop))
+		switch r.Key {
+		case "idle_rss_kib_per_conn":
+			if r.Direct != nil || r.Hop == nil || r.H1Hop != nil || r.H2Hop != nil {
+				t.Errorf("%s: direct %s hop %s h1hop %s h2hop %s, want only hop", r.Key, fmtPtr(r.Direct), fmtPtr(r.Hop), fmtPtr(r.H1Hop), fmtPtr(r.H2Hop))
 			}
-			continue
-		}
-		if r.Direct == nil || r.Hop == nil || r.Ratio == nil || *r.Direct <= 0 || *r.Hop <= 0 {
-			t.Errorf("%s: direct %s hop %s ratio %s, want all positive", r.Key, fmtPtr(r.Direct), fmtPtr(r.Hop), fmtPtr(r.Ratio))
+		case "idle_open_ms":
+			if !positive(r.Direct, r.Hop, r.Ratio) || r.H1Hop != nil || r.H2Hop != nil {
+				t.Errorf("%s: direct %s hop %s h1hop %s h2hop %s, want direct and hop", r.Key, fmtPtr(r.Direct), fmtPtr(r.Hop), fmtPtr(r.H1Hop), fmtPtr(r.H2Hop))
+			}
+		case frontSidecarCxKey:
+			// 2 cases × 8 WebSockets, one connection each over HTTP/1.1;
+			// the fake's HTTP/2 client multiplexes them on one.
+			if r.H1Hop == nil || *r.H1Hop != 16 || r.H2Hop == nil || *r.H2Hop != 1 || r.H2Ratio != nil {
+				t.Errorf("%s: h1hop %s h2hop %s ratio %s, want 16, 1 and no ratio", r.Key, fmtPtr(r.H1Hop), fmtPtr(r.H2Hop), fmtPtr(r.H2Ratio))
+			}
+		default:
+			if !positive(r.Direct, r.Hop, r.Ratio, r.H1Hop, r.H2Hop, r.H2Ratio) {
+				t.Errorf("%s: direct %s hop %s ratio %s h1hop %s h2hop %s ratio %s, want all positive", r.Key,
+					fmtPtr(r.Direct), fmtPtr(r.Hop), fmtPtr(r.Ratio), fmtPtr(r.H1Hop), fmtPtr(r.H2Hop), fmtPtr(r.H2Ratio))
+			}
 		}
 	}
 }

@@ -7,22 +7,27 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
+	"regexp"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 )
 
 // fakeHopEnv turns the test binary into a stand-in for hop when the bench
-// executes it: "proxy" serves the bootstrap with a reverse proxy, "fail"
-// prints a message and exits 3.
+// executes it: "proxy" serves the bootstrap (see fakeHop), "fail" prints a
+// message and exits 3.
 const fakeHopEnv = "HOP_BENCH_FAKE_HOP"
 
 func TestMain(m *testing.M) {
@@ -64,47 +69,133 @@ func loadBootstrap(path string) (*bootstrapv3.Bootstrap, error) {
 	return &b, nil
 }
 
-// fakeHop accepts exactly the command line the bench uses, serves admin
-// /ready, and reverse-proxies the listener to the first endpoint of the
-// first cluster (httputil.ReverseProxy passes WebSocket upgrades through).
-// It runs until killed.
+// fakeHop accepts the command line the bench uses, serves admin /ready and
+// /stats, and serves every listener of the bootstrap: each sends all requests
+// to the cluster of its first route. A listener whose connection manager has
+// http2_protocol_options.allow_connect also takes HTTP/2 with prior
+// knowledge; a cluster with explicit HTTP/2 options is reached over HTTP/2,
+// WebSockets as extended CONNECT (fakeh2_test.go). Extended CONNECT needs
+// GODEBUG=http2xconnect=1 in the environment. It runs until killed.
 func fakeHop(args []string) error {
-	if len(args) != 4 || args[0] != "-c" || args[2] != "--base-id" || args[3] != "1" {
-		return fmt.Errorf("want -c <file> --base-id 1, got %q", args)
+	if len(args) != 4 || args[0] != "-c" || args[2] != "--base-id" {
+		return fmt.Errorf("want -c <file> --base-id N, got %q", args)
+	}
+	if _, err := strconv.ParseUint(args[3], 10, 32); err != nil {
+		return fmt.Errorf("--base-id %q: %w", args[3], err)
 	}
 	b, err := loadBootstrap(args[1])
 	if err != nil {
 		return err
 	}
-	sockAddr := func(host string, port uint32) string {
-		return net.JoinHostPort(host, strconv.Itoa(int(port)))
-	}
 	admin := b.GetAdmin().GetAddress().GetSocketAddress()
 	lis := b.GetStaticResources().GetListeners()
-	cls := b.GetStaticResources().GetClusters()
-	if admin == nil || len(lis) != 1 || len(cls) != 1 {
-		return errors.New("want an admin address, one listener and one cluster")
+	if admin == nil || len(lis) == 0 {
+		return errors.New("want an admin address and a listener")
 	}
-	listen := lis[0].GetAddress().GetSocketAddress()
-	up := cls[0].GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+	st := &fakeStats{}
+	clusters := map[string]*fakeCluster{}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		up := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+		clusters[c.GetName()] = newFakeCluster(c.GetName(), sockAddr(up), hasExplicitH2(c), st)
+	}
 
-	al, err := net.Listen("tcp", sockAddr(admin.GetAddress(), admin.GetPortValue()))
+	errc := make(chan error, 1+len(lis))
+	al, err := net.Listen("tcp", sockAddr(admin))
 	if err != nil {
 		return err
 	}
-	go http.Serve(al, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/ready" {
-			http.NotFound(w, r)
+	go func() { errc <- http.Serve(al, st.adminHandler()) }()
+	for _, l := range lis {
+		var hcm hcmv3.HttpConnectionManager
+		if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			return err
+		}
+		name := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetCluster()
+		c, ok := clusters[name]
+		if !ok {
+			return fmt.Errorf("listener %s routes to unknown cluster %q", l.GetName(), name)
+		}
+		for _, p := range []int{1, 2} { // reported from the start, 0 included, as Envoy does
+			st.declare(fmt.Sprintf("http.%s.downstream_rq_http%d_total", hcm.GetStatPrefix(), p))
+		}
+		srv := &http.Server{Handler: &fakeListener{prefix: hcm.GetStatPrefix(), cluster: c, stats: st}}
+		if hcm.GetHttp2ProtocolOptions().GetAllowConnect() {
+			srv.Protocols = new(http.Protocols)
+			srv.Protocols.SetHTTP1(true)
+			srv.Protocols.SetUnencryptedHTTP2(true)
+		}
+		ln, err := net.Listen("tcp", sockAddr(l.GetAddress().GetSocketAddress()))
+		if err != nil {
+			return err
+		}
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	return <-errc
+}
+
+func sockAddr(sa *corev3.SocketAddress) string {
+	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+}
+
+// hasExplicitH2 reports whether cluster c is configured for HTTP/2 upstream.
+func hasExplicitH2(c *clusterv3.Cluster) bool {
+	any, ok := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+	if !ok {
+		return false
+	}
+	var po httpv3.HttpProtocolOptions
+	if err := any.UnmarshalTo(&po); err != nil {
+		return false
+	}
+	return po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
+}
+
+// fakeStats are the counters the fake reports on admin /stats, by name.
+type fakeStats struct{ m sync.Map } // string -> *atomic.Uint64
+
+func (s *fakeStats) declare(name string) *atomic.Uint64 {
+	v, _ := s.m.LoadOrStore(name, new(atomic.Uint64))
+	return v.(*atomic.Uint64)
+}
+
+func (s *fakeStats) inc(name string) { s.declare(name).Add(1) }
+
+// adminHandler serves /ready and /stats (text format, optional filter).
+func (s *fakeStats) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "LIVE") })
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		re, err := regexp.Compile(r.URL.Query().Get("filter"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		fmt.Fprintln(w, "LIVE")
-	}))
+		s.m.Range(func(k, v any) bool {
+			if re.MatchString(k.(string)) {
+				fmt.Fprintf(w, "%s: %d\n", k, v.(*atomic.Uint64).Load())
+			}
+			return true
+		})
+	})
+	return mux
+}
 
-	target := &url.URL{Scheme: "http", Host: sockAddr(up.GetAddress(), up.GetPortValue())}
-	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
-	l, err := net.Listen("tcp", sockAddr(listen.GetAddress(), listen.GetPortValue()))
-	if err != nil {
-		return err
+// fakeListener is one listener: it counts requests by protocol as Envoy's
+// http.<prefix>.downstream_rq_http{1,2}_total and hands them to its cluster.
+type fakeListener struct {
+	prefix  string
+	cluster *fakeCluster
+	stats   *fakeStats
+}
+
+func (l *fakeListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.stats.inc(fmt.Sprintf("http.%s.downstream_rq_http%d_total", l.prefix, r.ProtoMajor))
+	switch {
+	case r.ProtoMajor == 2 && r.Method == http.MethodConnect && r.Header.Get(":protocol") == "websocket":
+		l.cluster.serveH2WebSocket(w, r) // RFC 8441 in, HTTP/1.1 upgrade out
+	case l.cluster.h2 && websocket.IsWebSocketUpgrade(r):
+		l.cluster.serveWebSocketOverH2(w, r) // HTTP/1.1 upgrade in, RFC 8441 out
+	default:
+		l.cluster.proxy.ServeHTTP(w, r) // HTTP/1.1 in and out, upgrades included
 	}
-	return http.Serve(l, proxy)
 }

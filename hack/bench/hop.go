@@ -21,86 +21,139 @@ import (
 	"time"
 )
 
-// bootstrapTemplate is a standard Envoy v3 bootstrap: one HTTP listener that
-// allows WebSocket upgrades and routes everything to the STATIC cluster
-// "echo", plus the admin listener whose /ready the bench polls.
+// bootstrapTemplate is a standard Envoy v3 bootstrap: HTTP listeners that
+// allow WebSocket upgrades, each routing everything to one STATIC cluster,
+// plus the admin listener whose /ready the bench polls. A listener with
+// AcceptH2 also takes HTTP/2 (codec AUTO) with extended CONNECT; a cluster
+// with H2 speaks HTTP/2 to its endpoint (explicit_http_config) and carries
+// WebSockets there as extended CONNECT streams (RFC 8441). Each listener's
+// stat_prefix is its name.
 var bootstrapTemplate = template.Must(template.New("bootstrap").Parse(`admin:
   address:
     socket_address: { address: 127.0.0.1, port_value: {{.AdminPort}} }
 static_resources:
   listeners:
-  - name: bench
+{{- range .Listeners}}
+  - name: {{.Name}}
     address:
-      socket_address: { address: 127.0.0.1, port_value: {{.ListenPort}} }
+      socket_address: { address: 127.0.0.1, port_value: {{.Port}} }
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
+          stat_prefix: {{.Name}}
+{{- if .AcceptH2}}
+          codec_type: AUTO
+          http2_protocol_options: { allow_connect: true }
+{{- end}}
           upgrade_configs:
           - upgrade_type: websocket
           route_config:
-            name: bench
+            name: {{.Name}}
             virtual_hosts:
-            - name: echo
+            - name: {{.Cluster}}
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster: echo }
+                route: { cluster: {{.Cluster}} }
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{{- end}}
   clusters:
-  - name: echo
+{{- range .Clusters}}
+  - name: {{.Name}}
     type: STATIC
+{{- if .H2}}
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: { allow_connect: true }
+{{- end}}
     load_assignment:
-      cluster_name: echo
+      cluster_name: {{.Name}}
       endpoints:
       - lb_endpoints:
         - endpoint:
             address:
-              socket_address: { address: {{.UpstreamHost}}, port_value: {{.UpstreamPort}} }
+              socket_address: { address: {{.Host}}, port_value: {{.Port}} }
+{{- end}}
 `))
 
 // bootstrapParams fills bootstrapTemplate.
 type bootstrapParams struct {
-	AdminPort, ListenPort int
-	UpstreamHost          string
-	UpstreamPort          int
+	AdminPort int
+	Listeners []listenerParams
+	Clusters  []clusterParams
 }
 
-// renderBootstrap returns the bootstrap YAML for the given ports and the
-// echo upstream at upstream ("127.0.0.1:port").
-func renderBootstrap(adminPort, listenPort int, upstream string) ([]byte, error) {
-	host, portStr, err := net.SplitHostPort(upstream)
-	if err != nil {
-		return nil, fmt.Errorf("bench: upstream address: %w", err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("bench: upstream port: %w", err)
-	}
+// listenerParams is one HTTP listener on 127.0.0.1.
+type listenerParams struct {
+	Name     string // also the stat_prefix and the route table's name
+	Port     int
+	Cluster  string // where every request goes
+	AcceptH2 bool   // codec AUTO with http2_protocol_options {allow_connect: true}
+}
+
+// clusterParams is one STATIC cluster with a single endpoint.
+type clusterParams struct {
+	Name string
+	Host string
+	Port int
+	H2   bool // HTTP/2 upstream (allow_connect) instead of HTTP/1.1
+}
+
+// executeBootstrap renders p.
+func executeBootstrap(p bootstrapParams) ([]byte, error) {
 	var b strings.Builder
-	if err := bootstrapTemplate.Execute(&b, bootstrapParams{
-		AdminPort: adminPort, ListenPort: listenPort, UpstreamHost: host, UpstreamPort: port,
-	}); err != nil {
+	if err := bootstrapTemplate.Execute(&b, p); err != nil {
 		return nil, fmt.Errorf("bench: bootstrap: %w", err)
 	}
 	return []byte(b.String()), nil
 }
 
-// hopProcess is a running hop started by startHop. Its fields are set before
-// startHop returns; waitErr is written once, before exited is closed.
+// splitHostPort splits "host:port" with a numeric port.
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("bench: address: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("bench: port of %q: %w", addr, err)
+	}
+	return host, port, nil
+}
+
+// renderBootstrap returns the single-hop bootstrap: listener "bench" on
+// listenPort, routed to cluster "echo" at upstream ("127.0.0.1:port").
+func renderBootstrap(adminPort, listenPort int, upstream string) ([]byte, error) {
+	host, port, err := splitHostPort(upstream)
+	if err != nil {
+		return nil, err
+	}
+	return executeBootstrap(bootstrapParams{
+		AdminPort: adminPort,
+		Listeners: []listenerParams{{Name: "bench", Port: listenPort, Cluster: "echo"}},
+		Clusters:  []clusterParams{{Name: "echo", Host: host, Port: port}},
+	})
+}
+
+// hopProcess is a running hop started by launchHop. Its fields are set
+// before launchHop returns; waitErr is written once, before exited is closed.
 type hopProcess struct {
-	cmd        *exec.Cmd
-	dir        string // temporary directory holding the bootstrap
-	ListenAddr string // the bench listener, host:port
-	AdminAddr  string
-	out        *tailBuffer // the end of hop's stdout and stderr
-	exited     chan struct{}
-	waitErr    error
+	name        string // "hop", "sidecar", "front": who this is in logs and errors
+	cmd         *exec.Cmd
+	dir         string   // temporary directory holding the bootstrap
+	ListenAddrs []string // the listeners, host:port, in the order render got their ports
+	ListenAddr  string   // ListenAddrs[0]
+	AdminAddr   string
+	out         *tailBuffer // the end of hop's stdout and stderr
+	exited      chan struct{}
+	waitErr     error
 }
 
 const (
@@ -108,20 +161,41 @@ const (
 	stopTimeout  = 3 * time.Second
 )
 
-// startHop writes a bootstrap that fronts upstream, runs `bin -c <file>
-// --base-id 1`, and waits (at most readyTimeout) for admin /ready to answer
-// 200. hop's output goes to a tail buffer, and also to verbose when not nil.
-// On error nothing is left running.
-func startHop(ctx context.Context, bin, upstream string, verbose io.Writer, log *slog.Logger) (_ *hopProcess, err error) {
-	ports, err := freePorts(2)
+// hopSpec says how to start one hop process.
+type hopSpec struct {
+	name      string // "hop" for the single hop; otherwise its role
+	baseID    int    // --base-id; distinct per process, as Envoy wants for processes on one host
+	listeners int    // loopback ports to reserve for render, at least 1
+	// render returns the bootstrap for the reserved ports.
+	render func(adminPort int, listenPorts []int) ([]byte, error)
+}
+
+// startHop starts the single hop of the "hop" cases: the bootstrap of
+// renderBootstrap in front of upstream, with --base-id 1.
+func startHop(ctx context.Context, bin, upstream string, verbose io.Writer, log *slog.Logger) (*hopProcess, error) {
+	return launchHop(ctx, bin, hopSpec{
+		name: "hop", baseID: 1, listeners: 1,
+		render: func(admin int, listen []int) ([]byte, error) { return renderBootstrap(admin, listen[0], upstream) },
+	}, verbose, log)
+}
+
+// launchHop writes the bootstrap of spec, runs `bin -c <file> --base-id N`,
+// and waits (at most readyTimeout) for admin /ready to answer 200. hop's
+// output goes to a tail buffer, and also to verbose when not nil. On error
+// nothing is left running.
+func launchHop(ctx context.Context, bin string, spec hopSpec, verbose io.Writer, log *slog.Logger) (_ *hopProcess, err error) {
+	if spec.listeners < 1 {
+		return nil, fmt.Errorf("bench: %s needs at least one listener", spec.name)
+	}
+	ports, err := freePorts(1 + spec.listeners)
 	if err != nil {
 		return nil, err
 	}
-	yaml, err := renderBootstrap(ports[0], ports[1], upstream)
+	yaml, err := spec.render(ports[0], ports[1:])
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "hop-bench-")
+	dir, err := os.MkdirTemp("", "hop-bench-"+spec.name+"-")
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
@@ -132,17 +206,21 @@ func startHop(ctx context.Context, bin, upstream string, verbose io.Writer, log 
 	}
 
 	h := &hopProcess{
-		dir:        dir,
-		AdminAddr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
-		ListenAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
-		out:        &tailBuffer{max: 16 << 10},
-		exited:     make(chan struct{}),
+		name:      spec.name,
+		dir:       dir,
+		AdminAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+		out:       &tailBuffer{max: 16 << 10},
+		exited:    make(chan struct{}),
 	}
+	for _, p := range ports[1:] {
+		h.ListenAddrs = append(h.ListenAddrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	}
+	h.ListenAddr = h.ListenAddrs[0]
 	var out io.Writer = h.out
 	if verbose != nil {
 		out = io.MultiWriter(h.out, verbose)
 	}
-	h.cmd = exec.Command(bin, "-c", path, "--base-id", "1")
+	h.cmd = exec.Command(bin, "-c", path, "--base-id", strconv.Itoa(spec.baseID))
 	h.cmd.Stdout = out
 	h.cmd.Stderr = out
 	h.cmd.WaitDelay = time.Second // do not hang on pipes a grandchild holds
@@ -150,7 +228,7 @@ func startHop(ctx context.Context, bin, upstream string, verbose io.Writer, log 
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := h.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("bench: start hop: %w", err)
+		return nil, fmt.Errorf("bench: start %s: %w", h.label(), err)
 	}
 	go func() {
 		h.waitErr = h.cmd.Wait()
@@ -161,12 +239,20 @@ func startHop(ctx context.Context, bin, upstream string, verbose io.Writer, log 
 			h.Stop()
 		}
 	}()
-	log.Info("started hop", "pid", h.cmd.Process.Pid, "bootstrap", path, "listener", h.ListenAddr, "admin", h.AdminAddr)
+	log.Info("started "+h.label(), "pid", h.cmd.Process.Pid, "bootstrap", path, "listeners", h.ListenAddrs, "admin", h.AdminAddr)
 
 	if err := h.waitReady(ctx); err != nil {
 		return nil, h.explain(err)
 	}
 	return h, nil
+}
+
+// label is "hop" for the single hop and "hop <role>" for the others.
+func (h *hopProcess) label() string {
+	if h.name == "hop" {
+		return "hop"
+	}
+	return "hop " + h.name
 }
 
 // Pid is hop's process id.
@@ -201,9 +287,9 @@ func (h *hopProcess) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-h.exited:
-			return errors.New("bench: hop exited before it was ready")
+			return fmt.Errorf("bench: %s exited before it was ready", h.label())
 		case <-ctx.Done():
-			return fmt.Errorf("bench: hop not ready after %v: GET %s: %w", readyTimeout, url, lastErr)
+			return fmt.Errorf("bench: %s not ready after %v: GET %s: %w", h.label(), readyTimeout, url, lastErr)
 		case <-tick.C:
 		}
 	}
@@ -222,7 +308,7 @@ func (h *hopProcess) explain(err error) error {
 	if tail == "" {
 		tail = "(no output)"
 	}
-	return fmt.Errorf("%w\nhop %s; its last output:\n%s", err, status, tail)
+	return fmt.Errorf("%w\n%s %s; its last output:\n%s", err, h.label(), status, tail)
 }
 
 // Stop sends SIGTERM, waits up to stopTimeout, then kills hop, and removes

@@ -1,9 +1,12 @@
 //go:build linux
 
 // Command bench measures WebSocket echo through hop against the same load
-// sent straight to the echo upstream, and prints the ratio hop/direct.
+// sent straight to the echo upstream, and prints the ratio hop/direct; then
+// across two hops, front → sidecar, over HTTP/1.1 and over HTTP/2, and
+// prints the ratio h2hop/h1hop.
 //
 //	go run ./hack/bench -hop ./bin/hop        # what `make bench` runs
+//	go run ./hack/bench -hop ./bin/hop -two-hop none   # only direct and hop
 //	go run ./hack/bench -direct-only          # no hop: exercise the client
 //
 // It starts the echo upstream (hack/echo/echoserver) in-process on loopback,
@@ -17,6 +20,17 @@
 //   - throughput: -conns connections each send a 1 KiB (then 64 KiB) binary
 //     message and wait for its echo, in a loop for -duration; it reports
 //     messages/s, MB/s of payload echoed, and round-trip p50/p99 (1 KiB).
+//
+// The throughput cases also run against two more targets (see twohop.go),
+// unless -two-hop says otherwise: "h1hop", a front hop (HTTP/1.1 listener)
+// whose cluster reaches a sidecar hop (codec AUTO, allow_connect, routed to
+// the echo) over HTTP/1.1, one connection per WebSocket; and "h2hop", the
+// same over HTTP/2, every WebSocket an extended CONNECT stream (RFC 8441) on
+// the front's multiplexed connection. The sidecar (--base-id 2) and the
+// front (--base-id 3, one listener per variant) are two more hop processes,
+// started like the first. The sidecar's request counters confirm each
+// case's protocol, and the front's cluster counters show how many
+// connections carried the WebSockets. -two-hop none skips them.
 //
 // Any other Envoy-compatible binary can stand in for hop. Everything runs on
 // loopback and every wait is bounded. Linux only (/proc, prctl).
@@ -34,8 +48,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -63,6 +75,7 @@ type options struct {
 	idle       int
 	settle     time.Duration
 	opTimeout  time.Duration
+	twoHop     []twoHopVariant
 	json       bool
 	verbose    bool
 }
@@ -78,10 +91,18 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.idle, "idle", 1000, "idle WebSockets opened for the RSS case")
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause before each RSS reading")
 	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "bound on each handshake and on the last round trip of a case")
+	twoHop := fs.String("two-hop", "h1,h2", "front→sidecar variants to run: h1, h2, both (h1,h2) or none")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	fs.BoolVar(&o.verbose, "v", false, "copy hop's output to stderr")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	var err error
+	if o.twoHop, err = parseTwoHop(*twoHop); err != nil {
+		return o, err
+	}
+	if o.directOnly {
+		o.twoHop = nil
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -115,7 +136,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "bench")
 
 	// Bound the whole run: every case, the settles, and generous slack.
-	budget := time.Duration(2*len(throughputCases))*(o.duration+o.opTimeout) + 2*o.settle + 2*time.Minute
+	runs := len(throughputCases) * (2 + len(o.twoHop))
+	budget := time.Duration(runs)*(o.duration+o.opTimeout) + 2*o.settle + 2*time.Minute
 	ctx, cancel := context.WithTimeoutCause(ctx, budget, fmt.Errorf("bench: the run took longer than %v", budget))
 	defer cancel()
 
@@ -133,7 +155,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep := newReport(o)
 	targets := []string{"direct"}
 	urls := map[string]string{"direct": "ws://" + echo.addr + "/bench"}
-	var hop *hopProcess
+	var (
+		hop *hopProcess
+		th  *twoHop
+	)
 	if !o.directOnly {
 		var verbose io.Writer
 		if o.verbose {
@@ -146,37 +171,87 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer hop.Stop()
 		targets = append(targets, "hop")
 		urls["hop"] = "ws://" + hop.ListenAddr + "/bench"
+		if len(o.twoHop) > 0 {
+			if th, err = startTwoHop(ctx, o.hop, echo.addr, verbose, log); err != nil {
+				return err
+			}
+			defer th.Stop()
+			for _, v := range o.twoHop {
+				targets = append(targets, v.target)
+				urls[v.target] = th.url(v)
+			}
+		}
 	}
-	// When hop fails mid-run, its exit status and last words explain why;
+	// When a hop fails mid-run, its exit status and last words explain why;
 	// after an interrupt or the overall deadline they are noise.
-	explain := func(err error) error {
-		if hop != nil && ctx.Err() == nil {
+	explain := func(target string, err error) error {
+		if ctx.Err() != nil {
+			return err
+		}
+		if _, ok := variantOf(target); ok {
+			return th.explain(err)
+		}
+		if hop != nil {
 			return hop.explain(err)
 		}
 		return err
 	}
 
 	// Idle first, so hop's heap is not already inflated by the load cases.
+	// Only direct and the single hop: the two-hop cases are about throughput.
 	for _, t := range targets {
+		if _, twoHopCase := variantOf(t); twoHopCase {
+			continue
+		}
 		log.Info("idle case", "target", t, "conns", o.idle)
 		if err := measureIdle(ctx, o, t, urls[t], hop, log, rep); err != nil {
-			return explain(err)
+			return explain(t, err)
 		}
 	}
 	for _, tc := range throughputCases {
 		for _, t := range targets {
 			log.Info("throughput case", "target", t, "size", tc.label, "conns", o.conns, "duration", o.duration)
+			v, twoHopCase := variantOf(t)
+			var before map[string]uint64
+			if twoHopCase {
+				if before, err = th.sidecarRequests(ctx); err != nil {
+					return explain(t, err)
+				}
+			}
 			res, err := runThroughput(ctx, loadConfig{
 				URL: urls[t], Conns: o.conns, MsgSize: tc.size, Duration: o.duration, OpTimeout: o.opTimeout,
 			})
 			if err != nil {
-				return explain(err)
+				return explain(t, err)
+			}
+			if twoHopCase {
+				after, err := th.sidecarRequests(ctx)
+				if err == nil {
+					err = checkProtocol(v, before, after, o.conns)
+				}
+				if err != nil {
+					return explain(t, err)
+				}
 			}
 			rep.set("throughput_"+tc.key+"_msgs", t, res.MsgPerSec())
 			rep.set("throughput_"+tc.key+"_mbps", t, res.MBPerSec(tc.size))
 			if tc.size == 1<<10 {
 				rep.set("rtt_1k_p50_us", t, float64(res.P50)/float64(time.Microsecond))
 				rep.set("rtt_1k_p99_us", t, float64(res.P99)/float64(time.Microsecond))
+			}
+		}
+	}
+
+	if th != nil {
+		cx, err := th.frontConnections(ctx, o.twoHop)
+		if err != nil {
+			return explain(o.twoHop[0].target, err)
+		}
+		for _, v := range o.twoHop {
+			if n, ok := cx[v.target]; ok {
+				rep.set(frontSidecarCxKey, v.target, float64(n))
+			} else {
+				log.Warn("front does not report cluster.<name>.upstream_cx_total", "cluster", v.cluster)
 			}
 		}
 	}
@@ -285,118 +360,5 @@ func (e *echoUpstream) stop(log *slog.Logger) {
 	case <-done:
 	case <-t.C:
 		log.Warn("echo handlers still running at exit")
-	}
-}
-
-// report is the result, as printed with -json.
-type report struct {
-	Conns          int    `json:"conns"`
-	DurationPerRun string `json:"duration_per_case"`
-	IdleConns      int    `json:"idle_conns"`
-	Hop            string `json:"hop,omitempty"`
-	NumCPU         int    `json:"num_cpu"`
-	RSSBeforeKiB   int64  `json:"hop_rss_before_kib,omitempty"`
-	RSSAfterKiB    int64  `json:"hop_rss_after_kib,omitempty"`
-	Rows           []*row `json:"rows"`
-	rowByKey       map[string]*row
-}
-
-// row is one metric. A nil value was not measured.
-type row struct {
-	Key    string   `json:"key"`
-	Label  string   `json:"label"`
-	Direct *float64 `json:"direct"`
-	Hop    *float64 `json:"hop"`
-	Ratio  *float64 `json:"hop_over_direct"`
-	prec   int      // decimals in the table
-}
-
-func newReport(o options) *report {
-	r := &report{
-		Conns: o.conns, DurationPerRun: o.duration.String(), IdleConns: o.idle,
-		NumCPU: runtime.NumCPU(), rowByKey: map[string]*row{},
-	}
-	if !o.directOnly {
-		r.Hop = o.hop
-	}
-	add := func(key, label string, prec int) {
-		rw := &row{Key: key, Label: label, prec: prec}
-		r.Rows = append(r.Rows, rw)
-		r.rowByKey[key] = rw
-	}
-	for _, tc := range throughputCases {
-		add("throughput_"+tc.key+"_msgs", fmt.Sprintf("%s × %d conns: msg/s", tc.label, o.conns), 0)
-		add("throughput_"+tc.key+"_mbps", fmt.Sprintf("%s × %d conns: MB/s", tc.label, o.conns), 1)
-	}
-	add("rtt_1k_p50_us", "1 KiB round trip p50 (µs)", 1)
-	add("rtt_1k_p99_us", "1 KiB round trip p99 (µs)", 1)
-	add("idle_open_ms", fmt.Sprintf("open %d WebSockets (ms)", o.idle), 1)
-	add("idle_rss_kib_per_conn", fmt.Sprintf("hop RSS per idle WebSocket at %d (KiB)", o.idle), 1)
-	return r
-}
-
-// set records v for target ("direct" or "hop") and updates the ratio.
-func (r *report) set(key, target string, v float64) {
-	rw := r.rowByKey[key]
-	if target == "hop" {
-		rw.Hop = &v
-	} else {
-		rw.Direct = &v
-	}
-	if rw.Direct != nil && rw.Hop != nil && *rw.Direct != 0 {
-		ratio := *rw.Hop / *rw.Direct
-		rw.Ratio = &ratio
-	}
-}
-
-// writeTable prints the report as a markdown table, columns padded.
-func (r *report) writeTable(w io.Writer) {
-	cell := func(v *float64, prec int) string {
-		if v == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%.*f", prec, *v)
-	}
-	table := [][]string{{"case", "direct", "hop", "hop/direct"}}
-	for _, rw := range r.Rows {
-		table = append(table, []string{rw.Label, cell(rw.Direct, rw.prec), cell(rw.Hop, rw.prec), cell(rw.Ratio, 2)})
-	}
-	widths := make([]int, 4)
-	for _, line := range table {
-		for i, c := range line {
-			widths[i] = max(widths[i], len([]rune(c)))
-		}
-	}
-	pad := func(s string, n int, right bool) string {
-		fill := strings.Repeat(" ", n-len([]rune(s)))
-		if right {
-			return fill + s
-		}
-		return s + fill
-	}
-	hopName := "hop: not run (-direct-only)"
-	if r.Hop != "" {
-		hopName = "hop: " + r.Hop
-	}
-	fmt.Fprintf(w, "WebSocket echo over loopback; %s; %d CPUs; %s per throughput case\n\n", hopName, r.NumCPU, r.DurationPerRun)
-	for i, line := range table {
-		cells := make([]string, len(line))
-		for j, c := range line {
-			cells[j] = pad(c, widths[j], j > 0)
-		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
-		if i == 0 {
-			seps := make([]string, len(line))
-			for j := range seps {
-				seps[j] = strings.Repeat("-", widths[j])
-				if j > 0 {
-					seps[j] = seps[j][1:] + ":"
-				}
-			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(seps, " | "))
-		}
-	}
-	if r.RSSAfterKiB != 0 {
-		fmt.Fprintf(w, "\nhop VmRSS: %d KiB before, %d KiB with %d idle WebSockets open\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.IdleConns)
 	}
 }

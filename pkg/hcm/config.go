@@ -45,6 +45,16 @@ type Config struct {
 	stripAnyPort      bool
 	stripMatchingPort bool
 	via               string // appended to Via on requests and responses
+
+	// codec_type and http2_protocol_options (codec_options.go): fixed per
+	// connection, compared by SameServer.
+	codec hcmv3.HttpConnectionManager_CodecType
+	h2    h2Options
+	cs    *codecStats // http2.* codec stats and downstream_cx_protocol_error
+
+	// http3_protocol_options (server_h3_options.go compileH3).
+	allowExtendedConnect  bool // allow_extended_connect
+	h3OverrideStreamError bool // override_stream_error_on_invalid_http_message, else stream_error_on_invalid_http_message
 }
 
 type upgradeEntry struct {
@@ -77,13 +87,9 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 	if err := p.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("hcm: %w", err)
 	}
-	switch p.GetCodecType() {
-	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
-	default:
-		return nil, fmt.Errorf("hcm: codec_type: %s is not supported yet (HTTP/1.1 only)", p.GetCodecType())
-	}
 	c := &Config{
 		proto:             p,
+		codec:             p.GetCodecType(), // HTTP3 only on a QUIC listener (snapshot checks)
 		statPrefix:        p.GetStatPrefix(),
 		streamIdle:        durationOr(p.GetStreamIdleTimeout(), defaultStreamIdle),
 		requestTimeout:    durationOr(p.GetRequestTimeout(), 0),
@@ -184,7 +190,14 @@ func Compile(p *hcmv3.HttpConnectionManager, reg *filter.Registry, st *stats.Sto
 		}
 		c.upgrades[key] = e
 	}
+	if err := compileH3(c, p); err != nil {
+		return nil, err
+	}
+	if err := compileH2(c, p); err != nil {
+		return nil, err
+	}
 	c.stats = newHCMStats(st, c.statPrefix)
+	c.cs = newCodecStats(st, c.statPrefix)
 	return c, nil
 }
 
@@ -200,11 +213,15 @@ func (c *Config) RouteConfig() *routev3.RouteConfiguration { return c.rdsProto }
 func (c *Config) Proto() *hcmv3.HttpConnectionManager { return c.proto }
 
 // SameServer reports whether a connection served under a can go on under b:
-// the settings net/http fixes per server (header size limit, header and
-// idle timeouts) are equal. The listener manager then keeps the connections
-// and swaps b in for new requests; otherwise it starts a new server.
+// the settings fixed per server or per connection are equal (header size
+// limit, header and idle timeouts, codec_type, the HTTP/2 settings and
+// allow_connect, the HTTP/3 options). The listener manager then keeps the
+// connections and swaps b in for new requests; otherwise it starts a new
+// server.
 func SameServer(a, b *Config) bool {
-	return a.maxHeaderBytes == b.maxHeaderBytes && a.headersTimeout == b.headersTimeout && a.connIdle == b.connIdle
+	return a.maxHeaderBytes == b.maxHeaderBytes && a.headersTimeout == b.headersTimeout && a.connIdle == b.connIdle &&
+		a.codec == b.codec && a.h2 == b.h2 &&
+		a.allowExtendedConnect == b.allowExtendedConnect && a.h3OverrideStreamError == b.h3OverrideStreamError
 }
 
 // compileChain turns a list of HttpFilter into one Handler. The terminal

@@ -53,7 +53,7 @@ func TestCompileFilterChains(t *testing.T) {
 		{"unsupported filter", "http_filters: [{name: x, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}}, " + router + "]",
 			`http_filters[0].typed_config: unsupported HTTP filter type "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"`},
 		{"optional unsupported filter skipped", "http_filters: [{name: x, is_optional: true, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}}, " + router + "]", ""},
-		{"http2 codec not yet", "codec_type: HTTP2\nhttp_filters: [" + router + "]", "codec_type: HTTP2 is not supported yet"},
+		{"http2 codec", "codec_type: HTTP2\nhttp_filters: [" + router + "]", ""},
 		{"unsupported shared option", "common_http_protocol_options: {max_stream_duration: 1s}\nhttp_filters: [" + router + "]",
 			"common_http_protocol_options.max_stream_duration: unsupported field"},
 	}

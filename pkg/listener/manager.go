@@ -82,6 +82,10 @@ type active struct {
 	cxActive *stats.Gauge
 	noMatch  *stats.Counter
 	cxDestr  *stats.Counter
+	tls      tlsStats // TCP listeners (tls.go)
+	// quic is set for a QUIC (UDP) listener, which is also ln; its
+	// servers live in quic's state and servers stays empty (quic.go).
+	quic *quicListener
 }
 
 // Reconcile makes the open listeners those of ls. Listeners are keyed by
@@ -107,7 +111,7 @@ func (m *Manager) Reconcile(ls []*snapshot.Listener) error {
 		want[l.Name] = l
 	}
 	for name, a := range m.active {
-		if want[name] == nil || want[name].Address != a.cfg.Address {
+		if want[name] == nil || !sameSocket(a.cfg, want[name]) {
 			a.ln.Close()
 			delete(m.active, name)
 			m.ms.removed.Inc()
@@ -158,6 +162,7 @@ func (m *Manager) startDrainLocked(a *active) {
 // when ctx ends. It then waits for the listener's tunnels until ctx ends.
 func (a *active) drainServers(ctx context.Context) {
 	shutdownServers(ctx, a.servers)
+	a.shutdownQUIC(ctx)
 	<-ctx.Done()
 }
 
@@ -178,6 +183,9 @@ func shutdownServers(ctx context.Context, servers map[*snapshot.FilterChain]*hcm
 }
 
 func (m *Manager) bindLocked(l *snapshot.Listener) error {
+	if l.QUIC != nil {
+		return m.bindQUICLocked(l)
+	}
 	ln, err := net.Listen("tcp", l.Address)
 	if err != nil {
 		return fmt.Errorf("listener %q: bind %s: %w", l.Name, l.Address, err)
@@ -190,6 +198,7 @@ func (m *Manager) bindLocked(l *snapshot.Listener) error {
 		cxActive: sc.Gauge("downstream_cx_active"),
 		noMatch:  sc.Counter("no_filter_chain_match"),
 		cxDestr:  sc.Counter("downstream_cx_destroy"),
+		tls:      newTLSStats(sc),
 	}
 	a.servers = m.newServers(a, l, nil)
 	m.active[l.Name] = a
@@ -257,8 +266,13 @@ func (m *Manager) updateLocked(a *active, l *snapshot.Listener) {
 	if a.cfg == l {
 		return
 	}
-	old := a.serversByKey()
-	a.servers = m.newServers(a, l, old)
+	var old map[string]*hcm.Server
+	if a.quic != nil {
+		m.updateQUICLocked(a, l) // same UDP socket, H3 servers kept or retired
+	} else {
+		old = a.serversByKey()
+		a.servers = m.newServers(a, l, old)
+	}
 	prev := a.cfg.Proto
 	a.cfg = l
 	if prev != l.Proto && !proto.Equal(prev, l.Proto) {
@@ -322,9 +336,14 @@ func (m *Manager) acceptLoop(a *active) {
 		m.mu.Lock()
 		cfg, servers := a.cfg, a.servers
 		m.mu.Unlock()
-		if cfg.SniffTLS {
-			// Reading the ClientHello may take a while: not on this loop.
-			go m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+		if cfg.SniffTLS || cfg.HasTLS {
+			// Reading the ClientHello and the TLS handshake may take a
+			// while: not on this loop.
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+			}()
 		} else {
 			m.dispatch(a, cfg, servers, c.(*net.TCPConn))
 		}
@@ -339,6 +358,11 @@ func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snaps
 		Src: addrPort(c.RemoteAddr()),
 	}
 	var conn net.Conn = c
+	if cfg.SniffTLS || cfg.HasTLS {
+		// On its own goroutine: Shutdown's end cuts the wait short.
+		stop := context.AfterFunc(m.quit, func() { c.SetDeadline(time.Now()) })
+		defer stop()
+	}
 	if cfg.SniffTLS {
 		conn, info.TransportProtocol, info.ServerName, info.ALPN = sniffTLS(c, listenerFiltersTimeout)
 	}
@@ -348,6 +372,15 @@ func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snaps
 		c.Close()
 		release()
 		return
+	}
+	if fc.TLS != nil {
+		tc, ok := m.handshake(a, fc, conn)
+		if !ok {
+			c.Close()
+			release()
+			return
+		}
+		conn = tc
 	}
 	srv := servers[fc]
 	srv.ServeConn(conn, release)
@@ -400,6 +433,7 @@ func (m *Manager) Shutdown(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			shutdownServers(ctx, a.servers)
+			a.shutdownQUIC(ctx)
 		}()
 	}
 	wg.Wait()

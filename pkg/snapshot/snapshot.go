@@ -6,13 +6,16 @@
 package snapshot
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -22,6 +25,7 @@ import (
 	"github.com/hopproxy/hop/pkg/hcm"
 	"github.com/hopproxy/hop/pkg/router"
 	"github.com/hopproxy/hop/pkg/stats"
+	"github.com/hopproxy/hop/pkg/tlsconfig"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
@@ -72,6 +76,13 @@ type Listener struct {
 	// and some chain matches on SNI, ALPN or transport protocol: each
 	// connection's first bytes are then read to learn them.
 	SniffTLS bool
+	// HasTLS is true when some chain of a TCP listener terminates TLS:
+	// connections are then dispatched off the accept loop.
+	HasTLS bool
+	// QUIC is set for a UDP listener (socket_address.protocol UDP with
+	// udp_listener_config.quic_options): it is served over QUIC/HTTP/3,
+	// and every chain has a QUIC transport socket and an HTTP/3 codec.
+	QUIC *hcm.QUICOptions
 }
 
 // FilterChain is one compiled filter chain.
@@ -79,6 +90,11 @@ type FilterChain struct {
 	Name  string
 	match chainMatch
 	HCM   *hcm.Config // the chain's http_connection_manager
+	TLS   *tls.Config // the transport socket's TLS config; nil = plaintext
+	QUIC  bool        // the transport socket is envoy.transport_sockets.quic (TLS set)
+	// HandshakeTimeout is transport_socket_connect_timeout (0 = unset): how
+	// long a TLS handshake may take.
+	HandshakeTimeout time.Duration
 }
 
 const (
@@ -140,10 +156,14 @@ func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot, ta
 		if seenName[l.Name] {
 			return nil, fmt.Errorf("listeners[%d]: duplicate listener name %q", i, l.Name)
 		}
-		if seenAddr[l.Address] {
+		addrKey := l.Address // a UDP (QUIC) listener may share its port with a TCP one
+		if l.QUIC != nil {
+			addrKey = "udp:" + addrKey
+		}
+		if seenAddr[addrKey] {
 			return nil, fmt.Errorf("listeners[%d]: address %s is already used by another listener", i, l.Address)
 		}
-		seenName[l.Name], seenAddr[l.Address] = true, true
+		seenName[l.Name], seenAddr[addrKey] = true, true
 		snap.Listeners = append(snap.Listeners, l)
 	}
 	return snap, nil
@@ -195,6 +215,13 @@ func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.St
 	}
 	addr := net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
 	l := &Listener{Proto: lp, Name: lp.GetName(), Address: addr}
+	if sa.GetProtocol() == corev3.SocketAddress_UDP {
+		q, err := hcm.CompileQUIC(lp.GetUdpListenerConfig())
+		if err != nil {
+			return nil, err
+		}
+		l.QUIC = q
+	}
 	l.StatName = lp.GetStatPrefix()
 	if l.StatName == "" {
 		l.StatName = stats.ListenerStatName(sa.GetAddress(), sa.GetPortValue())
@@ -230,15 +257,26 @@ func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.St
 	if err := checkDuplicateMatches(l.Chains); err != nil {
 		return nil, err
 	}
+	if err := l.checkQUIC(); err != nil {
+		return nil, err
+	}
 	l.SniffTLS = l.SniffTLS && l.needsTLSInfo()
+	for _, fc := range l.allChains() {
+		l.HasTLS = l.HasTLS || (fc.TLS != nil && !fc.QUIC)
+	}
 	return l, nil
 }
 
 func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.Store, routes hcm.RouteSource) (*FilterChain, error) {
-	if ts := fc.GetTransportSocket(); ts != nil && ts.GetTypedConfig().GetTypeUrl() != rawBufferTypeURL {
-		return nil, fmt.Errorf(".transport_socket.typed_config: unsupported transport socket %q", ts.GetTypedConfig().GetTypeUrl())
-	}
 	c := &FilterChain{Name: fc.GetName()}
+	conf, quic, err := tlsconfig.DownstreamSocket(fc.GetTransportSocket())
+	if err != nil {
+		return nil, fmt.Errorf(".transport_socket.%w", err)
+	}
+	c.TLS, c.QUIC = conf, quic
+	if d := fc.GetTransportSocketConnectTimeout(); d != nil {
+		c.HandshakeTimeout = d.AsDuration()
+	}
 	m, err := compileMatch(fc.GetFilterChainMatch())
 	if err != nil {
 		return nil, fmt.Errorf(".filter_chain_match%w", err)
@@ -263,8 +301,6 @@ func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.St
 	c.HCM = h
 	return c, nil
 }
-
-const rawBufferTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
 // RouteTables remembers the route tables compiled from RDS resources, by
 // proto pointer, so that a route configuration checked on its own (to
@@ -322,3 +358,35 @@ func (s *Store) Load() *Snapshot { return s.p.Load() }
 
 // Publish makes snap the current snapshot.
 func (s *Store) Publish(snap *Snapshot) { s.p.Store(snap) }
+
+// checkQUIC checks that a QUIC listener's chains are QUIC chains with an
+// HTTP/3 connection manager, and that other listeners have none, with
+// Envoy's messages where it has them.
+func (l *Listener) checkQUIC() error {
+	if l.QUIC != nil && len(l.Proto.GetListenerFilters()) > 0 {
+		return fmt.Errorf("listener_filters: not supported on a QUIC listener")
+	}
+	check := func(fc *FilterChain, path string) error {
+		h3 := fc.HCM.Proto().GetCodecType() == hcmv3.HttpConnectionManager_HTTP3
+		switch {
+		case l.QUIC != nil && !fc.QUIC:
+			return fmt.Errorf("%s.transport_socket: a QUIC listener needs an envoy.transport_sockets.quic transport socket (QuicDownstreamTransport)", path)
+		case l.QUIC != nil && !h3:
+			return fmt.Errorf("%s.filters[0].typed_config: hcm: Non-HTTP/3 codec configured on QUIC listener.", path)
+		case l.QUIC == nil && fc.QUIC:
+			return fmt.Errorf("%s.transport_socket: a QUIC transport socket needs a UDP listener with udp_listener_config.quic_options", path)
+		case l.QUIC == nil && h3:
+			return fmt.Errorf("%s.filters[0].typed_config: hcm: HTTP/3 codec configured on non-QUIC listener.", path)
+		}
+		return nil
+	}
+	for i, fc := range l.Chains {
+		if err := check(fc, fmt.Sprintf("filter_chains[%d]", i)); err != nil {
+			return err
+		}
+	}
+	if l.Default != nil {
+		return check(l.Default, "default_filter_chain")
+	}
+	return nil
+}

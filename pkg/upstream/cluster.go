@@ -10,22 +10,29 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
+	"github.com/hopproxy/hop/pkg/h2wire"
 	"github.com/hopproxy/hop/pkg/stats"
 )
 
 // clusterStats are the cluster.<name>.* stats, created once per Cluster;
-// the same names resolve to the same stats across config versions.
+// the same names resolve to the same stats across config versions. The
+// ssl.* counters exist only for TLS clusters, the http2.* ones only for
+// clusters that may speak HTTP/2.
 type clusterStats struct {
 	cxTotal, cxConnectFail, cxConnectTimeout, cxDestroy, cxNoneHealthy *stats.Counter
 	cxRxBytes, cxTxBytes                                               *stats.Counter
 	rqTotal, rqTimeout                                                 *stats.Counter
 	membershipChange, lbHealthyPanic                                   *stats.Counter
 	cxActive, rqActive, membershipTotal, membershipHealthy             *stats.Gauge
+	cxHTTP1, cxHTTP2                                                   *stats.Counter
+	sslHandshake, sslConnectionError, sslFailVerifyError               *stats.Counter
+	h2Codec                                                            h2wire.Counters
+	h2KeepaliveTimeout                                                 *stats.Counter
 }
 
-func newClusterStats(st *stats.Store, name string) clusterStats {
-	sc := st.Tagged("cluster", name, "envoy_cluster_name")
-	return clusterStats{
+func newClusterStats(st *stats.Store, s *settings) clusterStats {
+	sc := st.Tagged("cluster", s.statName, "envoy_cluster_name")
+	cs := clusterStats{
 		cxTotal:           sc.Counter("upstream_cx_total"),
 		cxConnectFail:     sc.Counter("upstream_cx_connect_fail"),
 		cxConnectTimeout:  sc.Counter("upstream_cx_connect_timeout"),
@@ -41,7 +48,26 @@ func newClusterStats(st *stats.Store, name string) clusterStats {
 		rqActive:          sc.Gauge("upstream_rq_active"),
 		membershipTotal:   sc.Gauge("membership_total"),
 		membershipHealthy: sc.Gauge("membership_healthy"),
+		cxHTTP1:           sc.Counter("upstream_cx_http1_total"),
+		cxHTTP2:           sc.Counter("upstream_cx_http2_total"),
 	}
+	if s.mode != modeHTTP1 { // Envoy's codec stats, for clusters that may speak HTTP/2
+		h2 := sc.Sub("http2")
+		cs.h2Codec = h2wire.Counters{
+			RxReset:       h2.Counter("rx_reset"),
+			TxReset:       h2.Counter("tx_reset"),
+			GoAwaySent:    h2.Counter("goaway_sent"),
+			StreamRefused: h2.Counter("stream_refused_errors"),
+		}
+		cs.h2KeepaliveTimeout = h2.Counter("keepalive_timeout")
+	}
+	if s.tls != nil { // as Envoy, which creates them with the TLS context
+		ssl := sc.Sub("ssl")
+		cs.sslHandshake = ssl.Counter("handshake")
+		cs.sslConnectionError = ssl.Counter("connection_error")
+		cs.sslFailVerifyError = ssl.Counter("fail_verify_error")
+	}
+	return cs
 }
 
 // Cluster is one compiled, running cluster. It is safe for concurrent use.
@@ -90,7 +116,7 @@ func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.L
 		proto:      pb,
 		s:          s,
 		log:        log.With("cluster", s.name),
-		st:         newClusterStats(st, s.statName),
+		st:         newClusterStats(st, s),
 		resolve:    resolve,
 		ctx:        ctx,
 		cancel:     cancel,
@@ -152,7 +178,7 @@ func (c *Cluster) retire(removed bool) {
 	c.wg.Wait()
 	for _, h := range c.set.Load().hosts {
 		h.removed.Store(true)
-		h.pool.CloseIdleConnections()
+		h.closeIdle()
 	}
 }
 
@@ -160,6 +186,9 @@ func (c *Cluster) retire(removed bool) {
 func (c *Cluster) newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
 	h := newHost(key, ap, a)
 	h.pool = c.newPool(h)
+	if c.s.mode != modeHTTP1 {
+		h.h2 = c.newH2Pool(h)
+	}
 	return h
 }
 
@@ -183,7 +212,7 @@ func (c *Cluster) publishLocked() {
 		for _, h := range old.hosts {
 			if !kept[h] { // Envoy drains a removed host's pool
 				h.removed.Store(true)
-				h.pool.CloseIdleConnections()
+				h.closeIdle()
 			}
 		}
 	}

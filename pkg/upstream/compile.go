@@ -1,19 +1,16 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -29,9 +26,6 @@ const (
 // httpOptionsName is the typed_extension_protocol_options key, and the type
 // name, of the upstream HTTP protocol options.
 const httpOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
-const errHTTP2 = "HTTP/2 upstreams are not supported yet"
-const errHTTP3 = "HTTP/3 upstreams are not supported yet"
 
 type clusterKind int
 
@@ -80,6 +74,16 @@ type settings struct {
 	dnsFailureBase, dnsFailureMax time.Duration // 0: use dnsRefresh
 	keepAlive                     net.KeepAliveConfig
 	localAddr                     *net.TCPAddr
+
+	mode     protocolMode // how requests pick HTTP/1.1 or HTTP/2
+	h2       h2Options    // Http2ProtocolOptions of the mode
+	autoPath string       // auto_config's field path, for errors
+
+	// tls is the UpstreamTlsContext's config (nil: plaintext), with
+	// VerifyConnection wrapped to mark verification failures. The per-use
+	// configs differ only in NextProtos: tlsH1 for HTTP/1.1 pools, tlsH2
+	// for HTTP/2 pools, tlsAuto for auto_config, tlsDial for Dial.
+	tls, tlsH1, tlsH2, tlsAuto, tlsDial *tls.Config
 }
 
 // Compile checks c as Manager.Add would, without starting anything. It is
@@ -154,7 +158,10 @@ func compileCluster(c *clusterv3.Cluster) (*settings, error) {
 	if err := compileProtocol(c, s); err != nil {
 		return nil, err
 	}
-	if err := compileTransportSocket(c.GetTransportSocket()); err != nil {
+	if err := compileTransportSocket(c.GetTransportSocket(), s); err != nil {
+		return nil, err
+	}
+	if err := checkAutoNeedsTLS(s); err != nil {
 		return nil, err
 	}
 	if err := compileConnection(c, s); err != nil {
@@ -164,105 +171,6 @@ func compileCluster(c *clusterv3.Cluster) (*settings, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// compileProtocol applies the HTTP protocol options: the deprecated Cluster
-// fields first, then typed_extension_protocol_options.
-func compileProtocol(c *clusterv3.Cluster, s *settings) error {
-	if c.GetHttp2ProtocolOptions() != nil {
-		return errors.New("http2_protocol_options: " + errHTTP2)
-	}
-	s.maxRequestsPerConn = c.GetMaxRequestsPerConnection().GetValue()
-	common := c.GetCommonHttpProtocolOptions()
-	commonPath := "common_http_protocol_options"
-	keys := make([]string, 0, len(c.GetTypedExtensionProtocolOptions()))
-	for k := range c.GetTypedExtensionProtocolOptions() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		path := fmt.Sprintf("typed_extension_protocol_options[%q]", k)
-		if k != httpOptionsName {
-			return fmt.Errorf("%s: %w", path, ErrUnsupported)
-		}
-		opts, err := unpackHTTPOptions(c.GetTypedExtensionProtocolOptions()[k], path)
-		if err != nil {
-			return err
-		}
-		if opts.GetCommonHttpProtocolOptions() != nil {
-			if common != nil {
-				return fmt.Errorf("%s.common_http_protocol_options: cannot be set together with the cluster's common_http_protocol_options", path)
-			}
-			common, commonPath = opts.GetCommonHttpProtocolOptions(), path+".common_http_protocol_options"
-		}
-	}
-	if common == nil {
-		return nil
-	}
-	if common.IdleTimeout != nil {
-		s.idleTimeout = common.GetIdleTimeout().AsDuration()
-	}
-	if kb := common.GetMaxResponseHeadersKb(); kb != nil {
-		s.maxResponseHeaders = int64(kb.GetValue()) << 10
-	}
-	if m := common.GetMaxRequestsPerConnection(); m != nil {
-		if c.GetMaxRequestsPerConnection() != nil {
-			return fmt.Errorf("%s.max_requests_per_connection: only one of max_requests_per_connection from Cluster or HttpProtocolOptions can be specified", commonPath)
-		}
-		s.maxRequestsPerConn = m.GetValue()
-	}
-	return nil
-}
-
-func unpackHTTPOptions(a *anypb.Any, path string) (*httpv3.HttpProtocolOptions, error) {
-	opts := &httpv3.HttpProtocolOptions{}
-	if !a.MessageIs(opts) {
-		return nil, fmt.Errorf("%s: type %q is not %s", path, a.GetTypeUrl(), httpOptionsName)
-	}
-	if err := a.UnmarshalTo(opts); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if err := opts.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if err := checkFields(opts.ProtoReflect(), httpOptionsFields, path); err != nil {
-		return nil, err
-	}
-	if opts.GetAutoConfig() != nil {
-		return nil, fmt.Errorf("%s.auto_config: %s", path, errHTTP2)
-	}
-	// Only one member of the upstream_protocol_options oneof can be set; the
-	// getters are nil-safe.
-	explicit, downstream := opts.GetExplicitHttpConfig(), opts.GetUseDownstreamProtocolConfig()
-	switch {
-	case explicit.GetHttp2ProtocolOptions() != nil:
-		return nil, fmt.Errorf("%s.explicit_http_config.http2_protocol_options: %s", path, errHTTP2)
-	case explicit.GetHttp3ProtocolOptions() != nil:
-		return nil, fmt.Errorf("%s.explicit_http_config.http3_protocol_options: %s", path, errHTTP3)
-	case downstream.GetHttp2ProtocolOptions() != nil:
-		return nil, fmt.Errorf("%s.use_downstream_protocol_config.http2_protocol_options: %s", path, errHTTP2)
-	case downstream.GetHttp3ProtocolOptions() != nil:
-		return nil, fmt.Errorf("%s.use_downstream_protocol_config.http3_protocol_options: %s", path, errHTTP3)
-	}
-	return opts, nil
-}
-
-// compileTransportSocket accepts only raw_buffer: a plain TCP connection.
-func compileTransportSocket(ts *corev3.TransportSocket) error {
-	if ts == nil {
-		return nil
-	}
-	if tc := ts.GetTypedConfig(); tc != nil {
-		if !tc.MessageIs(&rawbufferv3.RawBuffer{}) {
-			return fmt.Errorf("transport_socket.typed_config: %w: transport socket %q", ErrUnsupported, tc.GetTypeUrl())
-		}
-		return nil
-	}
-	switch ts.GetName() {
-	case "envoy.transport_sockets.raw_buffer", "raw_buffer":
-		return nil
-	}
-	return fmt.Errorf("transport_socket.name: %w: transport socket %q", ErrUnsupported, ts.GetName())
 }
 
 // compileConnection covers DNS, panic threshold, keep-alive and bind options.

@@ -119,33 +119,95 @@ func TestCompileErrors(t *testing.T) {
 			isUnsup: true,
 		},
 		{
-			name:    "deprecated http2 options",
-			cluster: with(func(c *clusterv3.Cluster) { c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} }),
-			want:    `upstream: cluster "c": http2_protocol_options: HTTP/2 upstreams are not supported yet`,
+			name: "deprecated http1 and http2 options",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.HttpProtocolOptions = &corev3.Http1ProtocolOptions{}
+				c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
+			}),
+			want: `upstream: cluster "c": Both HTTP1 and HTTP2 options may only be configured with non-default 'protocol_selection' values`,
 		},
 		{
-			name: "explicit http2",
+			name: "typed and deprecated http2 options",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
+				c.TypedExtensionProtocolOptions = httpOptions(t, explicitHTTP1())
+			}),
+			want: `upstream: cluster "c": http2_protocol_options: cannot be set together with typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`,
+		},
+		{
+			name: "typed options and protocol_selection",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.ProtocolSelection = clusterv3.Cluster_USE_DOWNSTREAM_PROTOCOL
+				c.TypedExtensionProtocolOptions = httpOptions(t, explicitHTTP1())
+			}),
+			want: `upstream: cluster "c": protocol_selection: cannot be set together with typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`,
+		},
+		{
+			name: "explicit http3",
 			cluster: with(func(c *clusterv3.Cluster) {
 				c.TypedExtensionProtocolOptions = httpOptions(t, &httpv3.HttpProtocolOptions{
 					UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 						ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-							ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-								Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+							ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http3ProtocolOptions{
+								Http3ProtocolOptions: &corev3.Http3ProtocolOptions{},
 							},
 						},
 					},
 				})
 			}),
-			want: `upstream: cluster "c": typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http2_protocol_options: HTTP/2 upstreams are not supported yet`,
+			want: `upstream: cluster "c": typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http3_protocol_options: HTTP/3 upstreams are not supported`,
 		},
 		{
-			name: "auto config",
+			name: "unsupported http2 field",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.TypedExtensionProtocolOptions = explicitH2(t, &corev3.Http2ProtocolOptions{MaxOutboundFrames: wrapperspb.UInt32(10)})
+			}),
+			want:    `upstream: cluster "c": typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http2_protocol_options.max_outbound_frames: unsupported field`,
+			isUnsup: true,
+		},
+		{
+			name: "unsupported keepalive field",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+					Timeout: dur(time.Second), ConnectionIdleInterval: dur(time.Minute),
+				}}
+			}),
+			want:    `upstream: cluster "c": http2_protocol_options.connection_keepalive.connection_idle_interval: unsupported field`,
+			isUnsup: true,
+		},
+		{
+			name: "auto config alternate protocols cache",
 			cluster: with(func(c *clusterv3.Cluster) {
 				c.TypedExtensionProtocolOptions = httpOptions(t, &httpv3.HttpProtocolOptions{
-					UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{}},
+					UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{
+						AlternateProtocolsCacheOptions: &corev3.AlternateProtocolsCacheOptions{Name: "cache"},
+					}},
 				})
 			}),
-			want: `upstream: cluster "c": typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].auto_config: HTTP/2 upstreams are not supported yet`,
+			want:    `upstream: cluster "c": typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].auto_config.alternate_protocols_cache_options: unsupported field`,
+			isUnsup: true,
+		},
+		{
+			name: "unsupported tls field",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.TransportSocket = &corev3.TransportSocket{
+					Name:       "envoy.transport_sockets.tls",
+					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.UpstreamTlsContext{EnforceRsaKeyUsage: wrapperspb.Bool(true)})},
+				}
+			}),
+			want:    `upstream: cluster "c": transport_socket.typed_config.enforce_rsa_key_usage: unsupported field`,
+			isUnsup: true,
+		},
+		{
+			name: "downstream tls context",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.TransportSocket = &corev3.TransportSocket{
+					Name:       "envoy.transport_sockets.tls",
+					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{})},
+				}
+			}),
+			want:    `upstream: cluster "c": transport_socket.typed_config: unsupported field: transport socket "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"`,
+			isUnsup: true,
 		},
 		{
 			name: "unknown protocol options key",
@@ -153,17 +215,6 @@ func TestCompileErrors(t *testing.T) {
 				c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.filters.network.tcp_proxy": mustAny(t, explicitHTTP1())}
 			}),
 			want:    `upstream: cluster "c": typed_extension_protocol_options["envoy.filters.network.tcp_proxy"]: unsupported field`,
-			isUnsup: true,
-		},
-		{
-			name: "tls transport socket",
-			cluster: with(func(c *clusterv3.Cluster) {
-				c.TransportSocket = &corev3.TransportSocket{
-					Name:       "envoy.transport_sockets.tls",
-					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.UpstreamTlsContext{})},
-				}
-			}),
-			want:    `upstream: cluster "c": transport_socket.typed_config: unsupported field: transport socket "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"`,
 			isUnsup: true,
 		},
 		{

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,14 +11,19 @@ import (
 	"time"
 )
 
-// connect opens a TCP connection to h within connect_timeout and counts it
-// as Envoy does: upstream_cx_total and upstream_cx_active from the start of
-// the attempt; on failure upstream_cx_connect_fail (and
-// upstream_cx_connect_timeout), upstream_cx_destroy, and active drops again.
+// connect opens a connection to h within connect_timeout: TCP, then the
+// TLS handshake when conf is non-nil (the timeout covers both, and a
+// handshake failure is a connect failure, as Envoy raises Connected only
+// after the handshake). It counts as Envoy does: upstream_cx_total and
+// upstream_cx_active from the start of the attempt; on failure
+// upstream_cx_connect_fail (and upstream_cx_connect_timeout),
+// upstream_cx_destroy, and active drops again.
 //
-// The attempt ends early when ctx is done (the error wraps ctx.Err() and is
-// not a connect failure) or when the cluster is removed.
-func (c *Cluster) connect(ctx context.Context, h *host) (*net.TCPConn, error) {
+// It returns the connection to use (the *tls.Conn under TLS) and the TCP
+// connection below it. The attempt ends early when ctx is done (the error
+// wraps ctx.Err() and is not a connect failure) or when the cluster is
+// removed.
+func (c *Cluster) connect(ctx context.Context, h *host, conf *tls.Config) (net.Conn, *net.TCPConn, error) {
 	ap := *h.addr.Load()
 	c.st.cxTotal.Inc()
 	c.st.cxActive.Inc()
@@ -26,27 +32,47 @@ func (c *Cluster) connect(ctx context.Context, h *host) (*net.TCPConn, error) {
 
 	dctx, cancel := context.WithTimeout(ctx, c.s.connectTimeout)
 	stop := context.AfterFunc(c.dialCtx, cancel)
-	nc, err := c.dialer.DialContext(dctx, "tcp", ap.String())
-	stop()
-	cancel()
+	defer func() {
+		stop()
+		cancel()
+	}()
+	var nc net.Conn
+	var tc *net.TCPConn
+	tlsFailed := false
+	raw, err := c.dialer.DialContext(dctx, "tcp", ap.String())
 	if err == nil {
-		return nc.(*net.TCPConn), nil
+		tc = raw.(*net.TCPConn)
+		nc = tc
+		if conf != nil {
+			var tlsc *tls.Conn
+			if tlsc, err = c.handshake(dctx, tc, conf); err == nil {
+				nc = tlsc
+			} else {
+				tc.Close()
+				tlsFailed = true
+			}
+		}
+	}
+	if err == nil {
+		return nc, tc, nil
 	}
 	c.connClosed(h)
 	addr := ap.String()
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("upstream: cluster %q: connect to %s: %w", c.s.name, addr, ctx.Err())
+		return nil, nil, fmt.Errorf("upstream: cluster %q: connect to %s: %w", c.s.name, addr, ctx.Err())
 	}
 	c.st.cxConnectFail.Inc()
 	h.cxFail.Add(1)
 	switch {
 	case c.dialCtx.Err() != nil:
-		return nil, &ConnectError{ResetReason: ResetLocalConnectionFailure, Reason: "cluster removed", Host: addr, Err: err}
+		return nil, nil, &ConnectError{ResetReason: ResetLocalConnectionFailure, Reason: "cluster removed", Host: addr, Err: err}
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
 		c.st.cxConnectTimeout.Inc()
-		return nil, &ConnectError{ResetReason: ResetConnectionTimeout, Host: addr, Err: err}
+		return nil, nil, &ConnectError{ResetReason: ResetConnectionTimeout, Host: addr, Err: err}
+	case tlsFailed:
+		return nil, nil, &ConnectError{ResetReason: ResetRemoteConnectionFailure, Reason: tlsFailureReason(err), Host: addr, Err: err}
 	default:
-		return nil, &ConnectError{ResetReason: ResetRemoteConnectionFailure, Reason: transportFailureReason(err), Host: addr, Err: err}
+		return nil, nil, &ConnectError{ResetReason: ResetRemoteConnectionFailure, Reason: transportFailureReason(err), Host: addr, Err: err}
 	}
 }
 
@@ -62,8 +88,10 @@ func (c *Cluster) connClosed(h *host) {
 	h.cxActive.Add(-1)
 }
 
-// Dial opens a new TCP connection to a host chosen by the cluster's
+// Dial opens a new connection to a host chosen by the cluster's
 // lb_policy, for an upgrade or a tunnel. These connections are never pooled.
+// With an UpstreamTlsContext it is a TLS connection offering only ALPN
+// "http/1.1" (an upgrade speaks HTTP/1.1 on it); Conn.TCP is nil then.
 // It waits for the cluster's first DNS answers (or, for EDS, its first
 // SetEndpoints), then for at most
 // connect_timeout (or until ctx is done). Errors are ErrNoHealthyUpstream,
@@ -76,21 +104,29 @@ func (c *Cluster) Dial(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc, err := c.connect(ctx, h)
+	nc, tc, err := c.connect(ctx, h, c.s.tlsDial)
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{tc: tc, c: c, h: h}, nil
+	conn := &Conn{nc: nc, tcp: tc, c: c, h: h}
+	if c.s.tlsDial == nil {
+		conn.tc = tc
+	}
+	return conn, nil
 }
 
 // Conn is a Dial'ed upstream connection. It implements net.Conn by
-// delegating to the *net.TCPConn, and counts as upstream_cx_active until
-// Close. Always close it through Conn.Close (not through TCP().Close), or
-// the stats never see the end.
+// delegating to the TCP connection, or to the TLS connection over it, and
+// counts as upstream_cx_active until Close. Always close it through
+// Conn.Close (not through TCP().Close), or the stats never see the end.
 type Conn struct {
-	tc *net.TCPConn // immutable
-	c  *Cluster
-	h  *host
+	// Immutable. nc carries the bytes (the *tls.Conn under TLS); tcp is
+	// the socket below it; tc is tcp when there is no TLS, else nil.
+	nc  net.Conn
+	tcp *net.TCPConn
+	tc  *net.TCPConn
+	c   *Cluster
+	h   *host
 
 	state atomic.Uint32 // connClosed and connCounted bits
 }
@@ -101,7 +137,8 @@ const (
 )
 
 // TCP returns the raw connection, so that io.Copy between two
-// *net.TCPConn can use splice(2). Use it for I/O only; close the Conn.
+// *net.TCPConn can use splice(2). Use it for I/O only; close the Conn. It
+// is nil under TLS, where the bytes must go through the Conn.
 func (c *Conn) TCP() *net.TCPConn { return c.tc }
 
 // HostAddress is the "ip:port" the connection went to.
@@ -151,7 +188,7 @@ func (c *Conn) Close() error {
 			break
 		}
 	}
-	err := c.tc.Close()
+	err := c.nc.Close()
 	c.c.connClosed(c.h)
 	if old&connCountedBit != 0 {
 		c.c.st.rqActive.Dec()
@@ -160,50 +197,68 @@ func (c *Conn) Close() error {
 	return err
 }
 
-// CloseWrite shuts down the sending side (a FIN to the upstream).
-func (c *Conn) CloseWrite() error { return c.tc.CloseWrite() }
+// CloseWrite shuts down the sending side: a FIN to the upstream, or
+// under TLS a close_notify alert.
+func (c *Conn) CloseWrite() error {
+	if c.tc == nil {
+		return c.nc.(*tls.Conn).CloseWrite()
+	}
+	return c.tc.CloseWrite()
+}
 
-// CloseRead shuts down the reading side.
-func (c *Conn) CloseRead() error { return c.tc.CloseRead() }
+// CloseRead shuts down the reading side of the socket.
+func (c *Conn) CloseRead() error { return c.tcp.CloseRead() }
 
 // Read implements net.Conn.
-func (c *Conn) Read(b []byte) (int, error) { return c.tc.Read(b) }
+func (c *Conn) Read(b []byte) (int, error) { return c.nc.Read(b) }
 
 // Write implements net.Conn.
-func (c *Conn) Write(b []byte) (int, error) { return c.tc.Write(b) }
+func (c *Conn) Write(b []byte) (int, error) { return c.nc.Write(b) }
 
 // ReadFrom implements io.ReaderFrom through the TCP connection, unwrapping
-// a *Conn source, so io.Copy into a Conn can splice.
+// a *Conn source, so io.Copy into a Conn can splice. Under TLS it copies
+// through the TLS connection.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	if rc, ok := r.(*Conn); ok {
-		r = rc.tc
+		r = rc.nc
+	}
+	if c.tc == nil {
+		return io.Copy(c.nc, r)
 	}
 	return c.tc.ReadFrom(r)
 }
 
 // WriteTo implements io.WriterTo through the TCP connection, unwrapping a
-// *Conn destination, so io.Copy out of a Conn can splice.
+// *Conn destination, so io.Copy out of a Conn can splice. Under TLS it
+// copies through the TLS connection.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if wc, ok := w.(*Conn); ok {
-		w = wc.tc
+		w = wc.nc
+	}
+	if c.tc == nil {
+		return io.Copy(w, onlyReader{c.nc})
 	}
 	return c.tc.WriteTo(w)
 }
 
+// onlyReader hides everything but Read, so io.Copy cannot come back to a
+// WriteTo.
+type onlyReader struct{ io.Reader }
+
 // LocalAddr implements net.Conn.
-func (c *Conn) LocalAddr() net.Addr { return c.tc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 
 // RemoteAddr implements net.Conn.
-func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // SetDeadline implements net.Conn.
-func (c *Conn) SetDeadline(t time.Time) error { return c.tc.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
 
 // SetReadDeadline implements net.Conn.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.tc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
 
 // SetWriteDeadline implements net.Conn.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.tc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
 
 var (
 	_ net.Conn      = (*Conn)(nil)

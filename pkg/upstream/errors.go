@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"syscall"
+
+	"golang.org/x/net/http2"
 )
 
 // ErrNoHealthyUpstream reports that the cluster had no host to choose. The
@@ -24,6 +26,8 @@ const (
 	ResetConnectionTimeout       = "connection timeout"
 	ResetConnectionTermination   = "connection termination"
 	ResetProtocolError           = "protocol error"
+	ResetRemoteReset             = "remote reset"
+	ResetRemoteRefusedStream     = "remote refused stream reset"
 )
 
 // ConnectError reports that no connection to the chosen host could be
@@ -70,12 +74,14 @@ func (e *ConnectError) LocalReplyBody() string {
 
 // ResetError reports that a request failed after its connection was
 // established and before the response headers arrived: the upstream closed
-// or reset the connection, or sent something that is not HTTP/1.1. The
-// caller replies StatusCode with LocalReplyBody and response flag UC.
+// or reset the connection (or, over HTTP/2, reset the stream), or sent
+// something that is not valid HTTP. The caller replies StatusCode with
+// LocalReplyBody and response flag UC.
 type ResetError struct {
-	// ResetReason is ResetConnectionTermination or ResetProtocolError.
+	// ResetReason is ResetConnectionTermination or ResetProtocolError, and
+	// over HTTP/2 also ResetRemoteReset or ResetRemoteRefusedStream.
 	ResetReason string
-	// Err is the error net/http reported.
+	// Err is the error net/http or x/net reported.
 	Err error
 }
 
@@ -176,4 +182,66 @@ func hasAny(s string, subs []string) bool {
 		}
 	}
 	return false
+}
+
+// x/net/http2 reports these conditions with unexported errors; they are
+// recognised by their text, which TestXNetErrorTexts pins.
+const (
+	// The server did not send SETTINGS_ENABLE_CONNECT_PROTOCOL=1.
+	xnetExtendedConnectText = "net/http: extended connect not supported by peer"
+	// The connection could not take the stream after all (it closed or
+	// received GOAWAY between our reservation and RoundTrip).
+	xnetConnUnusableText = "http2: client conn not usable"
+	// The stream was above the server's GOAWAY last-stream-id: unprocessed.
+	xnetGotGoAwayText = "http2: Transport received Server's graceful shutdown GOAWAY"
+	// StreamError.Cause of a RST_STREAM the server sent.
+	xnetFromPeerText = "received from peer"
+)
+
+// streamNeverOpened reports an HTTP/2 error after which the server has
+// certainly not processed the request, so it may be sent again.
+func streamNeverOpened(err error) bool {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return se.Code == http2.ErrCodeRefusedStream
+	}
+	msg := err.Error()
+	return msg == xnetConnUnusableText || msg == xnetGotGoAwayText
+}
+
+// classifyH2Error maps an error from x/net's ClientConn.RoundTrip to the
+// error RoundTrip returns, with Envoy's reset reasons: a RST_STREAM from
+// the server is a remote reset (REFUSED_STREAM: remote refused stream
+// reset), a frame or header block x/net rejects is a protocol error, and
+// the connection going away is a connection termination.
+func classifyH2Error(req *http.Request, err error) error {
+	if req.Context().Err() != nil {
+		return err
+	}
+	msg := err.Error()
+	if msg == xnetExtendedConnectText {
+		return &extConnectError{reason: "the server did not enable SETTINGS_ENABLE_CONNECT_PROTOCOL", err: err}
+	}
+	if hasAny(msg, h2LocalRequestErrors) {
+		return err
+	}
+	var se http2.StreamError
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &se) && se.Cause != nil && se.Cause.Error() == xnetFromPeerText:
+		if se.Code == http2.ErrCodeRefusedStream {
+			return &ResetError{ResetReason: ResetRemoteRefusedStream, Err: err}
+		}
+		return &ResetError{ResetReason: ResetRemoteReset, Err: err}
+	case errors.As(err, &se), errors.As(err, &ce):
+		return &ResetError{ResetReason: ResetProtocolError, Err: err}
+	}
+	return &ResetError{ResetReason: ResetConnectionTermination, Err: err}
+}
+
+// h2LocalRequestErrors are x/net's messages about the request itself (the
+// caller's bug; nothing was sent).
+var h2LocalRequestErrors = []string{
+	"http2: invalid", "invalid :protocol header", "http2: Request.URL is nil",
+	"request header list larger than peer's advertised limit", "http2: request body larger than specified content length",
 }

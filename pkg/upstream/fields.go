@@ -25,6 +25,22 @@ var http1Fields = fieldSet{
 	"override_stream_error_on_invalid_http_message": nil,
 }
 
+// http2Fields are the Http2ProtocolOptions hop applies to an HTTP/2
+// upstream (see h2Options); allow_connect is accepted (an extended CONNECT
+// is sent whenever the peer allows it, see RoundTrip).
+var http2Fields = fieldSet{
+	"hpack_table_size":               nil,
+	"max_concurrent_streams":         nil,
+	"initial_stream_window_size":     nil,
+	"initial_connection_window_size": nil,
+	"allow_connect":                  nil,
+	"connection_keepalive": {
+		"interval":        nil,
+		"timeout":         nil,
+		"interval_jitter": nil, // accepted; x/net pings without jitter
+	},
+}
+
 // commonHTTPFields are the core.v3.HttpProtocolOptions hop applies.
 var commonHTTPFields = fieldSet{
 	"idle_timeout":                nil,
@@ -82,7 +98,7 @@ var clusterFields = fieldSet{
 	"circuit_breakers":                 nil, // accepted, not enforced
 	"common_http_protocol_options":     commonHTTPFields,
 	"http_protocol_options":            http1Fields,
-	"http2_protocol_options":           nil, // rejected in compile with its own message
+	"http2_protocol_options":           http2Fields,
 	"typed_extension_protocol_options": nil, // checked in compile
 	"dns_refresh_rate":                 nil,
 	"dns_jitter":                       nil,
@@ -100,9 +116,9 @@ var clusterFields = fieldSet{
 	"common_lb_config": {
 		"healthy_panic_threshold": nil,
 	},
-	"transport_socket":   nil, // checked in compile
+	"transport_socket":   nil, // checked by pkg/tlsconfig
 	"metadata":           nil,
-	"protocol_selection": nil,
+	"protocol_selection": nil, // checked in compile
 	"upstream_connection_options": {
 		"tcp_keepalive": nil,
 	},
@@ -111,22 +127,25 @@ var clusterFields = fieldSet{
 }
 
 // httpOptionsFields is what hop supports inside
-// envoy.extensions.upstreams.http.v3.HttpProtocolOptions. The HTTP/2 and
-// HTTP/3 members are accepted here and rejected by compile with a clearer
-// message.
+// envoy.extensions.upstreams.http.v3.HttpProtocolOptions. The HTTP/3
+// members are accepted here and rejected by compile with a clearer message.
 var httpOptionsFields = fieldSet{
 	"common_http_protocol_options": commonHTTPFields,
 	"explicit_http_config": {
 		"http_protocol_options":  http1Fields,
-		"http2_protocol_options": nil,
+		"http2_protocol_options": http2Fields,
 		"http3_protocol_options": nil,
 	},
 	"use_downstream_protocol_config": {
 		"http_protocol_options":  http1Fields,
-		"http2_protocol_options": nil,
+		"http2_protocol_options": http2Fields,
 		"http3_protocol_options": nil,
 	},
-	"auto_config": nil,
+	"auto_config": {
+		"http_protocol_options":  http1Fields,
+		"http2_protocol_options": http2Fields,
+		"http3_protocol_options": nil,
+	},
 }
 
 // checkFields returns an error naming the first populated field of m (in

@@ -3,6 +3,7 @@ package upstream
 import (
 	"net/http"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -54,11 +55,20 @@ type host struct {
 	addr atomic.Pointer[netip.AddrPort]
 
 	// pool is the host's HTTP/1.1 connection pool (nil only in unit tests of
-	// the load balancer). removed is set when the host leaves the cluster's
-	// host set (or the cluster is retired): its idle connections are closed
+	// the load balancer); h2 its HTTP/2 pool, nil when the cluster never
+	// speaks HTTP/2. removed is set when the host leaves the cluster's host
+	// set (or the cluster is retired): its idle connections are closed
 	// then, and again whenever one of its requests ends.
 	pool    *http.Transport
+	h2      *h2Pool
 	removed atomic.Bool
+
+	// auto_config: alpnH1 is set while the host's last new connection
+	// negotiated HTTP/1.1. handOff holds at most one such connection,
+	// dialled by the HTTP/2 pool, for the HTTP/1.1 pool to take.
+	alpnH1    atomic.Bool
+	handOffMu sync.Mutex
+	handOffPC *poolConn // guarded by handOffMu
 
 	cxActive, rqActive atomic.Int64
 	cxTotal, cxFail    atomic.Uint64
@@ -71,6 +81,39 @@ func newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
 	h.attrs.Store(a)
 	h.addr.Store(&ap)
 	return h
+}
+
+// handOff parks pc for the HTTP/1.1 pool's next dial; false when the slot
+// is taken.
+func (h *host) handOff(pc *poolConn) bool {
+	h.handOffMu.Lock()
+	defer h.handOffMu.Unlock()
+	if h.handOffPC != nil || h.removed.Load() {
+		return false
+	}
+	h.handOffPC = pc
+	return true
+}
+
+// takeHandOff returns the parked connection, if any.
+func (h *host) takeHandOff() *poolConn {
+	h.handOffMu.Lock()
+	defer h.handOffMu.Unlock()
+	pc := h.handOffPC
+	h.handOffPC = nil
+	return pc
+}
+
+// closeIdle closes the host's idle pooled connections, HTTP/1.1 and
+// HTTP/2, and a parked hand-off connection.
+func (h *host) closeIdle() {
+	h.pool.CloseIdleConnections()
+	if h.h2 != nil {
+		h.h2.closeIdle()
+	}
+	if pc := h.takeHandOff(); pc != nil {
+		pc.Close()
+	}
 }
 
 // attr returns the host's current attributes.

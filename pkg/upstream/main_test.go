@@ -25,8 +25,9 @@ import (
 
 const defaultTestTimeout = 10 * time.Second
 
-// TestMain fails the package if goroutines started by this package or by
-// net/http (pools, test servers) outlive the tests.
+// TestMain fails the package if goroutines started by this package, by
+// net/http or by x/net/http2 (pools, connections, test servers) outlive the
+// tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
@@ -66,7 +67,8 @@ func interestingGoroutines() []string {
 		if strings.Contains(g, "upstream.interestingGoroutines") || strings.Contains(g, "upstream.TestMain") {
 			continue
 		}
-		if strings.Contains(g, "hop/pkg/upstream.") || strings.Contains(g, "net/http.") {
+		if strings.Contains(g, "hop/pkg/upstream.") || strings.Contains(g, "net/http.") ||
+			strings.Contains(g, "golang.org/x/net/http2.") {
 			out = append(out, g)
 		}
 	}

@@ -200,6 +200,8 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		cl.CountTimeout()
 		s.LocalReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_response_timeout")
+	case errors.Is(err, errBadAccept):
+		s.LocalReply(http.StatusBadGateway, "upstream WebSocket handshake failed: Sec-WebSocket-Accept does not match", "websocket_handshake_unsuccessful")
 	case errors.Is(err, upstream.ErrNoHealthyUpstream):
 		s.LocalReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream")
 	case errors.As(err, &ce):
