@@ -42,10 +42,10 @@ func CompileQUIC(u *listenerv3.UdpListenerConfig) (*QUICOptions, error) {
 	if err := u.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("quic: %s: %w", p, err)
 	}
-	switch {
-	case u.GetDownstreamSocketConfig() != nil:
-		return nil, fmt.Errorf("quic: %s.downstream_socket_config: unsupported field", p)
-	case u.GetUdpPacketPacketWriterConfig() != nil:
+	// downstream_socket_config (max_rx_datagram_size, prefer_gro) is
+	// accepted: quic-go sizes its receive buffers itself and uses GRO
+	// where the kernel offers it.
+	if u.GetUdpPacketPacketWriterConfig() != nil {
 		return nil, fmt.Errorf("quic: %s.udp_packet_packet_writer_config: unsupported field", p)
 	}
 	q := u.GetQuicOptions()

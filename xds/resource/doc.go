@@ -12,8 +12,13 @@
 //  1. Support. One generic protoreflect walk visits every populated field
 //     and rejects any field that is not in the allowlist in
 //     supported_fields.go ("unsupported field"), any enum value hop does not
-//     implement, and any typed_config whose type URL is not in the extension
-//     table of extensions.go ("unsupported extension type"). Extensions are
+//     implement, any BoolValue set to the value that asks for a feature hop
+//     lacks, and any typed_config whose type URL is not in the extension
+//     table of extensions.go ("unsupported extension type"). A few rules are
+//     scoped: they hold only below given fields (UDP only in a listener's
+//     address; Http2ProtocolOptions differs between the HTTP connection
+//     manager and clusters); the walk knows the fields that led to each
+//     message. Extensions are
 //     looked up by type URL (the inner type_url of a TypedStruct), never by
 //     the filter's name. The walk unpacks each Any it accepts and continues
 //     inside it. An HTTP filter marked is_optional whose type hop does not
@@ -34,5 +39,8 @@
 // or the resource name in a NACK).
 //
 // The allowlist is also documentation: SUPPORTED.md is generated from it
-// (go test ./xds/resource -run TestSupportedDoc -update).
+// (go test ./xds/resource -run TestSupportedDoc -update). The TLS messages
+// repeat the allowlist of pkg/tlsconfig, which compiles them; a test sets
+// each reachable field in turn and fails when the two disagree.
+// The compilers check again, with their own messages.
 package resource

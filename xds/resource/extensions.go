@@ -15,6 +15,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -59,6 +60,8 @@ var extensions = []Extension{
 	{CategoryHTTPFilterPerRoute, typeURLPrefix + "envoy.config.route.v3.FilterConfig"},
 	{CategoryListenerFilter, typeURLPrefix + "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
 	{CategoryDownstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
+	{CategoryDownstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"},
+	{CategoryDownstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"},
 	{CategoryUpstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
 	{CategoryUpstreamTransportSocket, typeURLPrefix + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"},
 	{CategoryUpstreamOptions, typeURLPrefix + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"},

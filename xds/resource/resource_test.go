@@ -11,6 +11,7 @@ import (
 	// Types hop does not implement, registered so test inputs can name them.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/mongo_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/alts/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
@@ -164,8 +165,8 @@ filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager}
 		},
 		{
 			name:    "unsupported field inside typed_config",
-			l:       listener(t, "http2_protocol_options: {allow_connect: true}", ""),
-			wantErr: hcmPath + ".http2_protocol_options: unsupported field",
+			l:       listener(t, "http2_protocol_options: {allow_connect: true, custom_settings_parameters: [{identifier: 8, value: 1}]}", ""),
+			wantErr: hcmPath + ".http2_protocol_options.custom_settings_parameters: unsupported field",
 		},
 		{
 			name:    "unsupported field inside a nested filter",
@@ -174,13 +175,8 @@ filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager}
 		},
 		{
 			name:    "unsupported enum value",
-			l:       listener(t, "codec_type: HTTP2", ""),
-			wantErr: hcmPath + ".codec_type: unsupported value HTTP2 (hop supports AUTO, HTTP1)",
-		},
-		{
-			name:    "unsupported socket protocol",
-			l:       fromYAML(t, &listenerv3.Listener{}, `{address: {socket_address: {address: 0.0.0.0, port_value: 53, protocol: UDP}}}`),
-			wantErr: "address.socket_address.protocol: unsupported value UDP (hop supports TCP)",
+			l:       fromYAML(t, &listenerv3.Listener{}, strings.Replace(tlsListenerYAML, "san_type: DNS", "san_type: OTHER_NAME", 1)),
+			wantErr: `filter_chains[0].transport_socket.typed_config.common_tls_context.validation_context.match_typed_subject_alt_names[0].san_type: unsupported value OTHER_NAME (hop supports EMAIL, DNS, URI, IP_ADDRESS)`,
 		},
 		{
 			name:    "proto rule inside typed_config: empty stat_prefix",
@@ -281,8 +277,8 @@ name: c
 typed_extension_protocol_options:
   envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
     "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-    auto_config: {}`,
-			wantErr: `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].auto_config: unsupported field`,
+    upstream_http_protocol_options: {auto_sni: true}`,
+			wantErr: `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].upstream_http_protocol_options: unsupported field`,
 		},
 		{
 			name:    "downstream-only transport socket on a cluster",

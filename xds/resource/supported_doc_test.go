@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -47,11 +46,19 @@ func supportedMarkdown() []byte {
 				b.WriteString(": accepted, ignored")
 			}
 			if fr.values != nil {
-				vals := make([]string, len(fr.values))
-				for i, v := range fr.values {
-					vals[i] = string(v)
+				b.WriteString(": only " + joinNames(fr.values))
+				if fr.scopedValues != nil {
+					fmt.Fprintf(&b, "; also %s %s", joinNames(fr.scopedValues), fr.scope.label)
 				}
-				b.WriteString(": only " + strings.Join(vals, ", "))
+			}
+			switch fr.only {
+			case onlyTrue:
+				b.WriteString(": only true")
+			case onlyFalse:
+				b.WriteString(": only false")
+			}
+			if fr.scope != nil && fr.scopedValues == nil {
+				fmt.Fprintf(&b, ": supported %s only", fr.scope.label)
 			}
 			b.WriteString("\n")
 		}

@@ -28,6 +28,31 @@ type fieldRule struct {
 	name   protoreflect.Name
 	kind   fieldKind
 	values []protoreflect.Name // enum fields: the values hop implements; nil means all
+	// only, for a google.protobuf.BoolValue field, is the one value hop
+	// implements (the other asks for a feature hop lacks); anyBool: both.
+	only boolValue
+	// scope, when set, limits the rule to messages reached through one of
+	// the scope's fields: elsewhere the field is unsupported or, when
+	// scopedValues is set, only values are supported.
+	scope        *scope
+	scopedValues []protoreflect.Name // enum values supported within scope only
+}
+
+// boolValue is the value a BoolValue field is limited to.
+type boolValue uint8
+
+const (
+	anyBool boolValue = iota
+	onlyTrue
+	onlyFalse
+)
+
+// scope is a part of the configuration where a message is used in its own
+// way (Http2ProtocolOptions in the HCM and in clusters): the messages
+// reached, directly or further down, through one of its fields.
+type scope struct {
+	label   string // "in clusters"; completes "supported ... only"
+	through []protoreflect.FullName
 }
 
 // messageRules is the allowlist of one message.
@@ -37,13 +62,44 @@ type messageRules struct {
 	fields  []fieldRule
 }
 
-// f, opq, ign and enum build fieldRules tersely.
+// f, opq, ign, enum and boolean build fieldRules tersely.
 func f(name protoreflect.Name) fieldRule   { return fieldRule{name: name} }
 func opq(name protoreflect.Name) fieldRule { return fieldRule{name: name, kind: opaque} }
 func ign(name protoreflect.Name) fieldRule { return fieldRule{name: name, kind: ignored} }
 func enum(name protoreflect.Name, values ...protoreflect.Name) fieldRule {
 	return fieldRule{name: name, values: values}
 }
+func boolean(name protoreflect.Name, only bool) fieldRule {
+	if only {
+		return fieldRule{name: name, only: onlyTrue}
+	}
+	return fieldRule{name: name, only: onlyFalse}
+}
+
+// in limits a rule to a scope.
+func (r fieldRule) in(s *scope) fieldRule { r.scope = s; return r }
+
+// plus adds enum values that are supported within a scope only.
+func (r fieldRule) plus(s *scope, values ...protoreflect.Name) fieldRule {
+	r.scope, r.scopedValues = s, values
+	return r
+}
+
+// Scopes.
+var (
+	listenerAddress = &scope{label: "in a listener's address", through: []protoreflect.FullName{
+		"envoy.config.listener.v3.Listener.address",
+	}}
+	hcmHTTP2 = &scope{label: "in the HTTP connection manager", through: []protoreflect.FullName{
+		"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options",
+	}}
+	clusterHTTP2 = &scope{label: "in clusters", through: []protoreflect.FullName{
+		"envoy.config.cluster.v3.Cluster.http2_protocol_options",
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options",
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig.http2_protocol_options",
+		"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig.http2_protocol_options",
+	}}
+)
 
 // Shared field sets.
 var (
@@ -51,7 +107,9 @@ var (
 		f("request_headers_to_add"), f("request_headers_to_remove"),
 		f("response_headers_to_add"), f("response_headers_to_remove"),
 	}
-	socketAddress = []fieldRule{f("address"), f("port_value"), enum("protocol", "TCP"), f("ipv4_compat")}
+	socketAddress = []fieldRule{
+		f("address"), f("port_value"), enum("protocol", "TCP").plus(listenerAddress, "UDP"), f("ipv4_compat"),
+	}
 )
 
 func concat(sets ...[]fieldRule) []fieldRule {
@@ -126,11 +184,31 @@ var supportedFields = []messageRules{
 	// Listener.
 	{message: "envoy.config.listener.v3.Listener", fields: []fieldRule{
 		f("name"), f("address"), f("filter_chains"), f("default_filter_chain"), f("listener_filters"),
-		f("stat_prefix"), ign("traffic_direction"), opq("metadata"),
+		f("stat_prefix"), ign("traffic_direction"), opq("metadata"), f("udp_listener_config"),
 	}},
+	{message: "envoy.config.listener.v3.UdpListenerConfig", note: "Read for a UDP listener (socket_address.protocol UDP), which must be a QUIC listener serving HTTP/3.", fields: []fieldRule{
+		f("quic_options"), f("downstream_socket_config"),
+	}},
+	{message: "envoy.config.core.v3.UdpSocketConfig", note: "quic-go sizes its receive buffers itself and uses GRO where the kernel offers it.", fields: []fieldRule{
+		ign("max_rx_datagram_size"), ign("prefer_gro"),
+	}},
+	{message: "envoy.config.listener.v3.QuicProtocolOptions", fields: []fieldRule{
+		f("quic_protocol_options"), f("idle_timeout"), f("crypto_handshake_timeout"), f("enabled"),
+		ign("packets_to_read_to_connection_count_ratio"), boolean("send_disable_active_migration", false),
+		ign("max_sessions_per_event_loop"),
+	}},
+	{message: "envoy.config.core.v3.RuntimeFeatureFlag", note: "hop has no runtime: default_value is the value.", fields: []fieldRule{
+		boolean("default_value", true), ign("runtime_key"),
+	}},
+	{message: "envoy.config.core.v3.QuicProtocolOptions", note: "A QUIC listener's transport settings (quic_options.quic_protocol_options).", fields: []fieldRule{
+		f("max_concurrent_streams"), f("initial_stream_window_size"), f("initial_connection_window_size"),
+		ign("num_timeouts_to_trigger_port_migration"), f("connection_keepalive"), f("idle_network_timeout"),
+		boolean("enable_scone", false),
+	}},
+	{message: "envoy.config.core.v3.QuicKeepAliveSettings", fields: []fieldRule{f("max_interval"), f("initial_interval")}},
 	{message: "envoy.config.listener.v3.ListenerFilter", fields: []fieldRule{f("name"), f("typed_config")}},
 	{message: "envoy.config.listener.v3.FilterChain", fields: []fieldRule{
-		f("filter_chain_match"), f("filters"), f("name"), f("transport_socket"),
+		f("filter_chain_match"), f("filters"), f("name"), f("transport_socket"), f("transport_socket_connect_timeout"),
 	}},
 	{message: "envoy.config.listener.v3.FilterChainMatch", fields: []fieldRule{
 		f("destination_port"), f("server_names"), f("transport_protocol"), f("application_protocols"),
@@ -143,14 +221,15 @@ var supportedFields = []messageRules{
 	}},
 
 	// HTTP connection manager.
-	{message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", note: "access_log is not supported yet.", fields: []fieldRule{
-		enum("codec_type", "AUTO", "HTTP1"), f("stat_prefix"), f("route_config"), f("http_filters"),
+	{message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", note: "access_log is not supported yet. codec_type HTTP3 needs a QUIC listener, which takes HTTP3 only; stream_error_on_invalid_http_message applies to HTTP/2 and HTTP/3.", fields: []fieldRule{
+		enum("codec_type", "AUTO", "HTTP1", "HTTP2", "HTTP3"), f("stat_prefix"), f("route_config"), f("http_filters"),
 		f("upgrade_configs"), f("http_protocol_options"), f("common_http_protocol_options"),
 		f("stream_idle_timeout"), f("request_timeout"), f("request_headers_timeout"),
 		f("max_request_headers_kb"), f("use_remote_address"), f("skip_xff_append"),
 		f("generate_request_id"), f("preserve_external_request_id"), f("always_set_request_id_in_response"),
 		f("server_name"), f("server_header_transformation"), f("strip_any_host_port"),
 		f("strip_matching_host_port"), f("via"), f("rds"),
+		f("http2_protocol_options"), f("http3_protocol_options"), f("stream_error_on_invalid_http_message"),
 	}},
 	{message: "envoy.extensions.filters.network.http_connection_manager.v3.Rds", fields: []fieldRule{
 		f("config_source"), f("route_config_name"),
@@ -168,6 +247,20 @@ var supportedFields = []messageRules{
 	{message: "envoy.config.core.v3.HttpProtocolOptions", note: "Shared by the HCM and clusters; each compiler rejects what does not apply to it.", fields: []fieldRule{
 		f("idle_timeout"), f("max_headers_count"), f("max_stream_duration"), f("headers_with_underscores_action"),
 		f("max_requests_per_connection"), f("max_response_headers_kb"),
+	}},
+	{message: "envoy.config.core.v3.Http2ProtocolOptions", note: "Shared by the HCM (downstream HTTP/2) and clusters (upstream HTTP/2).", fields: []fieldRule{
+		f("hpack_table_size"), f("max_concurrent_streams"), f("initial_stream_window_size"),
+		f("initial_connection_window_size"), f("allow_connect"),
+		f("stream_error_on_invalid_http_messaging").in(hcmHTTP2),
+		f("override_stream_error_on_invalid_http_message").in(hcmHTTP2),
+		f("connection_keepalive").in(clusterHTTP2),
+	}},
+	{message: "envoy.config.core.v3.KeepaliveSettings", note: "HTTP/2 PING keepalive of upstream connections.", fields: []fieldRule{
+		f("interval"), f("timeout"), ign("interval_jitter"),
+	}},
+	{message: "envoy.config.core.v3.Http3ProtocolOptions", note: "Downstream HTTP/3 (HCM codec_type HTTP3 on a QUIC listener); quic_protocol_options applies to upstream connections only in Envoy.", fields: []fieldRule{
+		ign("quic_protocol_options"), f("override_stream_error_on_invalid_http_message"),
+		f("allow_extended_connect"), boolean("disallow_obs_text", true),
 	}},
 
 	// HTTP filters.
@@ -218,7 +311,9 @@ var supportedFields = []messageRules{
 		f("prefix_rewrite"), f("response_code"), f("strip_query"),
 	}},
 	{message: "envoy.config.route.v3.DirectResponseAction", fields: []fieldRule{f("status"), f("body")}},
-	{message: "envoy.config.core.v3.DataSource", fields: []fieldRule{f("inline_string"), f("inline_bytes"), f("filename")}},
+	{message: "envoy.config.core.v3.DataSource", note: "A direct_response body must be inline; files and environment variables are for certificates and keys.", fields: []fieldRule{
+		f("filename"), f("inline_bytes"), f("inline_string"), f("environment_variable"),
+	}},
 	{message: "envoy.config.core.v3.HeaderValueOption", fields: []fieldRule{
 		f("header"), f("append_action"), f("keep_empty_value"), f("append"),
 	}},
@@ -233,7 +328,7 @@ var supportedFields = []messageRules{
 	// Clusters.
 	// pkg/upstream checks clusters again, with more precise messages
 	// (for example for load_assignment.endpoints[].priority).
-	{message: "envoy.config.cluster.v3.Cluster", note: "HTTP/2 upstreams are not supported yet.", fields: []fieldRule{
+	{message: "envoy.config.cluster.v3.Cluster", note: "http2_protocol_options and protocol_selection are the deprecated forms of typed_extension_protocol_options, and cannot be combined with it.", fields: []fieldRule{
 		f("name"), f("alt_stat_name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"), f("eds_cluster_config"),
 		enum("lb_policy", "ROUND_ROBIN", "RANDOM"), f("connect_timeout"), f("load_assignment"),
 		f("dns_refresh_rate"), f("dns_jitter"), f("dns_failure_refresh_rate"), f("dns_lookup_family"),
@@ -241,25 +336,9 @@ var supportedFields = []messageRules{
 		f("http_protocol_options"), f("typed_extension_protocol_options"), ign("circuit_breakers"),
 		f("transport_socket"), f("max_requests_per_connection"), f("upstream_bind_config"),
 		f("upstream_connection_options"), f("common_lb_config"), opq("metadata"),
-		ign("wait_for_warm_on_init"), ign("cleanup_interval"), ign("protocol_selection"),
+		ign("wait_for_warm_on_init"), ign("cleanup_interval"), f("protocol_selection"),
 		ign("close_connections_on_host_health_failure"), ign("ignore_health_on_host_removal"),
 		f("http2_protocol_options"),
-	}},
-	{message: "envoy.config.core.v3.Http2ProtocolOptions", note: "HTTP/2 and TLS reach a cluster only as the transport of a gRPC config source (the xDS cluster) for now; pkg/upstream rejects them on data-plane clusters.", fields: []fieldRule{
-		ign("max_concurrent_streams"), ign("initial_stream_window_size"), ign("initial_connection_window_size"),
-		ign("connection_keepalive"),
-	}},
-	{message: "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", fields: []fieldRule{
-		f("common_tls_context"), f("sni"),
-	}},
-	{message: "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", fields: []fieldRule{
-		f("tls_certificates"), f("validation_context"), f("alpn_protocols"),
-	}},
-	{message: "envoy.extensions.transport_sockets.tls.v3.TlsCertificate", fields: []fieldRule{
-		f("certificate_chain"), f("private_key"),
-	}},
-	{message: "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", fields: []fieldRule{
-		f("trusted_ca"),
 	}},
 	{message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig", fields: []fieldRule{f("eds_config"), f("service_name")}},
 	{message: "envoy.config.cluster.v3.Cluster.RefreshRate", fields: []fieldRule{f("base_interval"), f("max_interval")}},
@@ -284,12 +363,46 @@ var supportedFields = []messageRules{
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", fields: []fieldRule{
 		f("common_http_protocol_options"), f("explicit_http_config"), f("use_downstream_protocol_config"),
+		f("auto_config"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig", fields: []fieldRule{
 		f("http_protocol_options"), f("http2_protocol_options"),
 	}},
 	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig", fields: []fieldRule{
-		f("http_protocol_options"),
+		f("http_protocol_options"), f("http2_protocol_options"),
+	}},
+	{message: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig", note: "HTTP/2 or HTTP/1.1 by ALPN; needs an UpstreamTlsContext.", fields: []fieldRule{
+		f("http_protocol_options"), f("http2_protocol_options"),
+	}},
+
+	// TLS transport sockets: the allowlist of pkg/tlsconfig, which compiles
+	// them (TestTLSAllowlistMatchesTLSConfig keeps the two in step).
+	{message: "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", note: "Listener TLS (envoy.transport_sockets.tls).", fields: []fieldRule{
+		f("common_tls_context"), f("require_client_certificate"), ign("session_timeout"),
+		f("disable_stateless_session_resumption"),
+	}},
+	{message: "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport", note: "Listener QUIC (envoy.transport_sockets.quic); 0-RTT is not supported.", fields: []fieldRule{
+		f("downstream_tls_context"), boolean("enable_early_data", false),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", note: "Cluster TLS. Renegotiation is not supported.", fields: []fieldRule{
+		f("common_tls_context"), f("sni"), f("max_session_keys"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext", note: "Certificates and CAs are read once, when the configuration is loaded.", fields: []fieldRule{
+		f("tls_params"), f("tls_certificates"), f("validation_context"), f("alpn_protocols"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.TlsParameters", note: "cipher_suites and ecdh_curves take the OpenSSL names Go implements.", fields: []fieldRule{
+		f("tls_minimum_protocol_version"), f("tls_maximum_protocol_version"), f("cipher_suites"), f("ecdh_curves"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.TlsCertificate", fields: []fieldRule{
+		f("certificate_chain"), f("private_key"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext", note: "As in Envoy, names are checked by the subject alt name matchers only, and without trusted_ca or system_root_certs the peer's certificate is not verified.", fields: []fieldRule{
+		f("trusted_ca"), f("system_root_certs"), f("match_typed_subject_alt_names"), f("match_subject_alt_names"),
+		f("allow_expired_certificate"), f("trust_chain_verification"),
+	}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.SystemRootCerts", note: "Empty: selects the system's CA certificates.", fields: []fieldRule{}},
+	{message: "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", fields: []fieldRule{
+		enum("san_type", "EMAIL", "DNS", "URI", "IP_ADDRESS"), f("matcher"),
 	}},
 }
 

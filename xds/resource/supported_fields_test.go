@@ -34,6 +34,20 @@ func TestAllowlistNamesExist(t *testing.T) {
 				t.Errorf("%s.%s: no such field", mr.message, fr.name)
 				continue
 			}
+			if fr.only != anyBool && (fd.Message() == nil || fd.Message().FullName() != boolValueName) {
+				t.Errorf("%s.%s: a bool value restriction on a field that is not a BoolValue", mr.message, fr.name)
+			}
+			if fr.scope != nil {
+				checkScope(t, mr.message.Append(fr.name), fr.scope)
+			}
+			if fr.scopedValues != nil && (fr.scope == nil || fr.values == nil) {
+				t.Errorf("%s.%s: scoped values need a scope and a value list", mr.message, fr.name)
+			}
+			for _, v := range fr.scopedValues {
+				if fd.Enum() == nil || fd.Enum().Values().ByName(v) == nil {
+					t.Errorf("%s.%s: no enum value %s", mr.message, fr.name, v)
+				}
+			}
 			if fr.values == nil {
 				continue
 			}
@@ -46,6 +60,25 @@ func TestAllowlistNamesExist(t *testing.T) {
 					t.Errorf("%s.%s: no enum value %s", mr.message, fr.name, v)
 				}
 			}
+		}
+	}
+}
+
+// checkScope checks that a scope's fields exist and are allowed, so that
+// the scoped rule of field can apply somewhere.
+func checkScope(t *testing.T, field protoreflect.FullName, s *scope) {
+	t.Helper()
+	if len(s.through) == 0 || s.label == "" {
+		t.Errorf("%s: scope without fields or label", field)
+	}
+	for _, name := range s.through {
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(name.Parent())
+		if err != nil || mt.Descriptor().Fields().ByName(name.Name()) == nil {
+			t.Errorf("%s: scope field %s does not exist", field, name)
+			continue
+		}
+		if _, ok := allowlist[name]; !ok {
+			t.Errorf("%s: scope field %s is not in the allowlist", field, name)
 		}
 	}
 }

@@ -14,7 +14,10 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-const anyName protoreflect.FullName = "google.protobuf.Any"
+const (
+	anyName       protoreflect.FullName = "google.protobuf.Any"
+	boolValueName protoreflect.FullName = "google.protobuf.BoolValue"
+)
 
 // walker checks the populated fields of a message tree against the
 // allowlist and the extension table. One walker serves one Validate call;
@@ -23,6 +26,9 @@ type walker struct {
 	// payloads are the Any payloads unpacked so far, in walk order, to be
 	// checked with ValidateAll once the walk has succeeded.
 	payloads []payload
+	// through are the message-valued fields from the root to the message
+	// being walked, outermost first; scoped rules look at them.
+	through []protoreflect.FullName
 }
 
 // payload is an unpacked Any and where it sits.
@@ -48,6 +54,9 @@ func (w *walker) message(m protoreflect.Message, path string, via protoreflect.F
 		rule, ok := allowlist[fd.FullName()]
 		if !ok {
 			return &FieldError{Path: fpath, Reason: "unsupported field"}
+		}
+		if rule.scope != nil && rule.scopedValues == nil && !w.within(rule.scope) {
+			return &FieldError{Path: fpath, Reason: "unsupported field here (supported " + rule.scope.label + " only)"}
 		}
 		if rule.kind != honoured {
 			continue
@@ -118,9 +127,14 @@ func (w *walker) field(v protoreflect.Value, fd protoreflect.FieldDescriptor, ru
 func (w *walker) value(v protoreflect.Value, fd, vd protoreflect.FieldDescriptor, rule fieldRule, path string, via protoreflect.FullName) error {
 	switch vd.Kind() {
 	case protoreflect.EnumKind:
-		return checkEnum(v.Enum(), vd.Enum(), rule, path)
+		return checkEnum(v.Enum(), vd.Enum(), rule, path, rule.scope != nil && w.within(rule.scope))
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		md := vd.Message()
+		if rule.only != anyBool && md.FullName() == boolValueName {
+			return checkBool(v.Message(), rule.only, path)
+		}
+		w.through = append(w.through, fd.FullName())
+		defer func() { w.through = w.through[:len(w.through)-1] }()
 		if md.FullName() == anyName {
 			p, ok := pointFor(fd.FullName(), via)
 			if !ok {
@@ -231,8 +245,20 @@ func decodeTypedStruct(a *anypb.Any, url string) (proto.Message, error) {
 	return msg, nil
 }
 
-// checkEnum rejects an enum value outside the rule's list.
-func checkEnum(n protoreflect.EnumNumber, ed protoreflect.EnumDescriptor, rule fieldRule, path string) error {
+// within reports whether the message being walked was reached through one
+// of s's fields.
+func (w *walker) within(s *scope) bool {
+	for _, fd := range w.through {
+		if slices.Contains(s.through, fd) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkEnum rejects an enum value outside the rule's list, or outside its
+// scoped values when inScope.
+func checkEnum(n protoreflect.EnumNumber, ed protoreflect.EnumDescriptor, rule fieldRule, path string, inScope bool) error {
 	if rule.values == nil {
 		return nil
 	}
@@ -240,14 +266,37 @@ func checkEnum(n protoreflect.EnumNumber, ed protoreflect.EnumDescriptor, rule f
 	if ev := ed.Values().ByNumber(n); ev != nil {
 		name = ev.Name()
 	}
-	if slices.Contains(rule.values, name) {
+	values := rule.values
+	if inScope {
+		values = append(slices.Clip(values), rule.scopedValues...)
+	}
+	if slices.Contains(values, name) {
 		return nil
 	}
-	names := make([]string, len(rule.values))
-	for i, v := range rule.values {
-		names[i] = string(v)
+	reason := fmt.Sprintf("unsupported value %s (hop supports %s)", name, joinNames(values))
+	if slices.Contains(rule.scopedValues, name) {
+		reason = fmt.Sprintf("unsupported value %s here (hop supports %s; %s %s only)", name, joinNames(values), name, rule.scope.label)
 	}
-	return &FieldError{Path: path, Reason: fmt.Sprintf("unsupported value %s (hop supports %s)", name, strings.Join(names, ", "))}
+	return &FieldError{Path: path, Reason: reason}
+}
+
+// joinNames lists names separated by commas.
+func joinNames(names []protoreflect.Name) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = string(n)
+	}
+	return strings.Join(out, ", ")
+}
+
+// checkBool rejects a google.protobuf.BoolValue other than the one the
+// rule allows.
+func checkBool(m protoreflect.Message, only boolValue, path string) error {
+	v := m.Get(m.Descriptor().Fields().ByName("value")).Bool()
+	if v == (only == onlyTrue) {
+		return nil
+	}
+	return &FieldError{Path: path, Reason: fmt.Sprintf("unsupported value %t (hop supports %t only)", v, !v)}
 }
 
 // sortedKeys returns a map's keys in order, so that walks are deterministic.

@@ -197,9 +197,10 @@ func (w *Watcher) checkDial() error {
 
 // dataPlaneClusters is the static clusters the data plane gets. A cluster
 // that a gRPC config source names (the xDS cluster) is left out when the
-// data plane cannot carry it (it declares HTTP/2 or TLS, which
-// pkg/upstream does not do yet): it serves only as the transport to the
-// management server.
+// data plane refuses it (a field pkg/upstream does not support, which the
+// gRPC transport does not need): it then serves only as the transport to
+// the management server. With HTTP/2 and TLS upstreams in the data plane,
+// the usual xDS cluster is an ordinary cluster too, as in Envoy.
 func (w *Watcher) dataPlaneClusters() []*clusterv3.Cluster {
 	grpc := grpcClusterNames(w.o.Bootstrap)
 	var out []*clusterv3.Cluster
