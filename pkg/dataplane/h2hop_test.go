@@ -353,3 +353,27 @@ func TestUpgradeWithBodyRefusedOnHTTP2Path(t *testing.T) {
 		t.Fatalf("upstream received %q beyond the declared 7 bytes", got)
 	}
 }
+
+// TestUpgradeResponseWithBodyRefusedOnHTTP2Path: the same for a 101 that
+// declares a Content-Length: on the HTTP/2 leg it becomes a 200 with that
+// length, and more bytes than declared end the tunnel.
+func TestUpgradeResponseWithBodyRefusedOnHTTP2Path(t *testing.T) {
+	up := startRawUpstream(t)
+	sidecar := startHop(t, sidecarYAML(up.port(), true, ""))
+	front := startHop(t, frontYAML(portOf(sidecar.addr("sidecar")), explicitH2, ""))
+	c := dialRaw(t, front.addr("front"))
+	c.send("GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	uc := up.accept(t)
+	uc.readRequest()
+	uc.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nContent-Length: 5\r\n\r\n")
+	if res := c.readResponse("GET"); res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("client got %d", res.StatusCode)
+	}
+	uc.send("0123456789")
+	c.SetReadDeadline(time.Now().Add(defaultTestTimeout))
+	got, _ := io.ReadAll(c.br)
+	if len(got) > 5 {
+		t.Fatalf("client received %q beyond the declared 5 bytes", got)
+	}
+	uc.expectEOF()
+}
