@@ -207,10 +207,10 @@ func TestWebSocketAcrossHTTP2Hop(t *testing.T) {
 	}
 	for h, stats := range map[*hop]map[string]int64{
 		front: {
-			"http.front.downstream_cx_upgrades_total":   1,
-			"http.front.downstream_cx_upgrades_active":  1,
-			"cluster.sidecar.upstream_cx_http2_total":   1,
-			"http.front.downstream_rq_http1_total":      1,
+			"http.front.downstream_cx_upgrades_total":  1,
+			"http.front.downstream_cx_upgrades_active": 1,
+			"cluster.sidecar.upstream_cx_http2_total":  1,
+			"http.front.downstream_rq_http1_total":     1,
 		},
 		sidecar: {
 			"http.sidecar.downstream_cx_upgrades_total":  1,

@@ -11,8 +11,15 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/hopproxy/hop/pkg/snapshot"
 )
 
 // The client side of RFC 8441 in tests: an extended CONNECT over HTTP/2
@@ -132,5 +139,99 @@ func TestNativeRFC8441ClientReachesHTTP1App(t *testing.T) {
 	}
 	if got := sidecar.stat("http.sidecar.downstream_cx_upgrades_total"); got != 1 {
 		t.Errorf("upgrades_total %d", got)
+	}
+}
+
+// TestHTTP2TunnelIdleTimeout: a tunnel on an HTTP/2 stream that carries
+// nothing for stream_idle_timeout is reset (the stream's body read fails)
+// and counted in downstream_rq_idle_timeout; the connection's other
+// streams are not touched.
+func TestHTTP2TunnelIdleTimeout(t *testing.T) {
+	app := startWSApp(t)
+	yaml := strings.Replace(sidecarYAML(app.port, true, ""), "codec_type: AUTO", "codec_type: AUTO\n          stream_idle_timeout: 0.3s", 1)
+	sidecar := startHop(t, yaml)
+	res, w := extendedConnectH2(t, sidecar.addr("sidecar"), "/idle")
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if err := wsFrameWrite(w, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := wsFrameRead(res.Body); err != nil || string(got) != "before" {
+		t.Fatalf("echo %q %v", got, err)
+	}
+	start := time.Now()
+	if _, err := io.ReadAll(res.Body); err == nil {
+		t.Fatal("the idle stream ended cleanly, want a reset")
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("reset after %v, before the idle timeout", d)
+	}
+	sidecar.waitStat("http.sidecar.downstream_rq_idle_timeout", 1)
+	sidecar.waitStat("http.sidecar.downstream_cx_upgrades_active", 0)
+}
+
+// TestHTTP2TunnelsAcrossPushes: WebSockets carried on HTTP/2 streams (RFC
+// 8441) live through pushes like HTTP/1.1 tunnels: a route change leaves a
+// kept listener's stream alone; a removed listener's stream echoes on
+// during the drain time and is reset when it ends.
+func TestHTTP2TunnelsAcrossPushes(t *testing.T) {
+	echo := startEcho(t)
+	h := startDynamic(t, drainTest)
+	h2 := `, "http2_protocol_options": {"allow_connect": true}`
+	keep := newListener(t, "keep", fmt.Sprintf("127.0.0.1:%d", freePort(t)), h2)
+	gone := newListener(t, "gone", "127.0.0.1:0", h2)
+	clusters := []*clusterv3.Cluster{newStatic(t, "echo", echo, "")}
+	h.apply(snapshot.Bundle{Version: "1", Listeners: []*listenerv3.Listener{gone, keep}, Clusters: clusters,
+		Routes: map[string]*routev3.RouteConfiguration{"r": newRoutes(t, "/", "echo")}})
+
+	resGone, wGone := extendedConnectH2(t, h.addr("gone"), "/ws")
+	resKeep, wKeep := extendedConnectH2(t, h.addr("keep"), "/ws")
+	echo8441 := func(res *http.Response, w io.Writer, msg string) error {
+		if err := wsFrameWrite(w, []byte(msg)); err != nil {
+			return err
+		}
+		got, err := wsFrameRead(res.Body)
+		if err != nil {
+			return err
+		}
+		if string(got) != msg {
+			return fmt.Errorf("echo %q, sent %q", got, msg)
+		}
+		return nil
+	}
+	for _, p := range []struct {
+		res *http.Response
+		w   io.Writer
+	}{{resGone, wGone}, {resKeep, wKeep}} {
+		if p.res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", p.res.StatusCode)
+		}
+		if err := echo8441(p.res, p.w, "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A route change on both listeners: nothing is cut.
+	h.apply(snapshot.Bundle{Version: "2", Listeners: []*listenerv3.Listener{gone, keep}, Clusters: clusters,
+		Routes: map[string]*routev3.RouteConfiguration{"r": newRoutes(t, "/other", "echo", "/", "echo")}})
+	if err := echo8441(resKeep, wKeep, "after the route push"); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	h.apply(snapshot.Bundle{Version: "3", Listeners: []*listenerv3.Listener{keep}, Clusters: clusters,
+		Routes: map[string]*routev3.RouteConfiguration{"r": newRoutes(t, "/", "echo")}})
+	if err := echo8441(resGone, wGone, "during the drain"); err != nil {
+		t.Fatalf("draining stream: %v", err)
+	}
+	if _, err := io.ReadAll(resGone.Body); err == nil {
+		t.Fatal("the drained stream ended cleanly, want a reset")
+	}
+	if d := time.Since(t0); d < drainTest-100*time.Millisecond {
+		t.Fatalf("stream cut %v after the push, before the drain time (%v)", d, drainTest)
+	}
+	if err := echo8441(resKeep, wKeep, "after the drain"); err != nil {
+		t.Fatalf("kept listener's stream: %v", err)
 	}
 }
