@@ -11,6 +11,7 @@ the demo echo upstream on 127.0.0.1:9000. Try, in another terminal:
 
   curl -i http://127.0.0.1:10000/hello                 # direct response
   curl -i http://127.0.0.1:10000/anything              # proxied, echoes the request
+  curl -i --http2-prior-knowledge http://127.0.0.1:10000/anything  # the same over HTTP/2 (h2c)
   go run ./hack/wscat ws://127.0.0.1:10000/chat        # WebSocket: type lines, they echo back
   curl -s http://127.0.0.1:9901/stats?filter=upgrades  # downstream_cx_upgrades_* live
 

@@ -331,7 +331,6 @@ func TestSameServerCodec(t *testing.T) {
 	}
 }
 
-var errNoFrame = errors.New("no such frame")
 
 // h2Raw is an HTTP/2 client written frame by frame.
 type h2Raw struct {
