@@ -377,3 +377,53 @@ func TestUpgradeResponseWithBodyRefusedOnHTTP2Path(t *testing.T) {
 	}
 	uc.expectEOF()
 }
+
+// TestAutoConfigPicksByALPN: a cluster with auto_config over TLS carries
+// WebSockets as extended CONNECT streams when the sidecar's ALPN says h2,
+// and over HTTP/1.1 on TLS connections of their own when it says only
+// http/1.1 (beyond Envoy, which fails them).
+func TestAutoConfigPicksByALPN(t *testing.T) {
+	for _, tc := range []struct {
+		alpn       string
+		h2cx, h1cx int64
+	}{
+		{"[h2, http/1.1]", 1, 0},
+		// The first connection learns the ALPN answer (and stays for
+		// ordinary requests); each WebSocket then gets its own.
+		{"[http/1.1]", 0, 4},
+	} {
+		t.Run(tc.alpn, func(t *testing.T) {
+			pki := tlstest.New(t)
+			leaf := pki.Leaf(t, "sidecar.test")
+			app := startWSApp(t)
+			sidecar := startHop(t, sidecarYAML(app.port, true, fmt.Sprintf(`transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: %s
+            tls_certificates: [{certificate_chain: {filename: %q}, private_key: {filename: %q}}]`, tc.alpn, leaf.CertFile, leaf.KeyFile)))
+			front := startHop(t, frontYAML(portOf(sidecar.addr("sidecar")), `auto_config: {http2_protocol_options: {allow_connect: true}}`, fmt.Sprintf(`transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: sidecar.test
+        common_tls_context:
+          validation_context: {trusted_ca: {filename: %q}}`, pki.CAFile)))
+			for i := 0; i < 3; i++ {
+				ws := dialWS(t, front.addr("front"))
+				echoMany(t, ws, 20)
+			}
+			for name, want := range map[string]int64{
+				"http.sidecar.downstream_cx_http2_total":    tc.h2cx,
+				"http.sidecar.downstream_cx_http1_total":    tc.h1cx,
+				"http.sidecar.downstream_cx_ssl_total":      tc.h2cx + tc.h1cx,
+				"http.sidecar.downstream_cx_upgrades_total": 3,
+			} {
+				if got := sidecar.stat(name); got != want {
+					t.Errorf("%s = %d, want %d", name, got, want)
+				}
+			}
+		})
+	}
+}
