@@ -331,7 +331,6 @@ func TestSameServerCodec(t *testing.T) {
 	}
 }
 
-
 // h2Raw is an HTTP/2 client written frame by frame.
 type h2Raw struct {
 	t         *testing.T

@@ -72,6 +72,9 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.raw = newRawWriter(w)
 		rw.ResponseWriter = s.raw
 	}
+	if r.ProtoMajor == 1 && r.Method == http.MethodConnect && !s.checkH1Connect(r) {
+		return
+	}
 	s.mutateRequest(r, upgradeType != "")
 
 	rreq := router.Request{Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(), Header: r.Header, IsConnect: r.Method == http.MethodConnect}
@@ -108,6 +111,30 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Not allowed and no route: the default chain answers 404.
 	}
 	chain.Serve(&s.Stream)
+}
+
+// checkH1Connect applies the HTTP/1.1 codec's CONNECT rules
+// (envoy-semantics.md §3.6) and answers the request when it breaks one: the
+// request-target must be authority-form (else 400), a Transfer-Encoding is
+// 501, a Content-Length other than 0 is 400; "Content-Length: 0" is
+// removed. The Host header plays no part: net/http already put the
+// request-target in r.Host, which is what the virtual hosts match. The
+// connection closes after a refusal (rawWriter), as Envoy treats these as
+// codec errors.
+func (s *stream) checkH1Connect(r *http.Request) bool {
+	switch {
+	case r.RequestURI == "" || strings.ContainsAny(r.RequestURI, "/?#@"):
+		s.Stream.LocalReply(http.StatusBadRequest, "", "http1.invalid_url")
+		return false
+	case len(r.TransferEncoding) > 0 || r.Header.Get("Transfer-Encoding") != "":
+		s.Stream.LocalReply(http.StatusNotImplemented, "", "http1.invalid_transfer_encoding")
+		return false
+	case r.ContentLength != 0:
+		s.Stream.LocalReply(http.StatusBadRequest, "", "http1.body_disallowed")
+		return false
+	}
+	r.Header.Del("Content-Length")
+	return true
 }
 
 // upgradeChain applies Envoy's truth table (envoy-semantics.md §2.2): a

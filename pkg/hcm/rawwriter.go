@@ -27,7 +27,10 @@ type rawWriter struct {
 	bw          *bufio.Writer
 	wroteHeader bool
 	chunked     bool
-	err         error
+	// tunnel: the head written is the one that starts a tunnel (a CONNECT's
+	// 2xx): no Connection: close and no framing, like a 101.
+	tunnel bool
+	err    error
 }
 
 func newRawWriter(w http.ResponseWriter) *rawWriter {
@@ -63,7 +66,7 @@ func (r *rawWriter) WriteHeader(code int) {
 	if h.Get("Date") == "" {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
-	if code != http.StatusSwitchingProtocols {
+	if code != http.StatusSwitchingProtocols && !r.tunnel {
 		h.Set("Connection", "close")
 		if h.Get("Content-Length") == "" && bodyAllowed(code) {
 			h.Set("Transfer-Encoding", "chunked")

@@ -156,6 +156,15 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 	h := up.Response.Header
 	s.PrepareResponse(fs, h)
 	if fs.Req.ProtoMajor == 1 {
+		if fs.Req.Method == http.MethodConnect {
+			// A CONNECT is answered with the 2xx itself (a terminated one
+			// with hop's 200), without Content-Length or
+			// Transfer-Encoding (envoy-semantics.md §3.2, §3.3).
+			h.Del("Upgrade")
+			h.Del("Connection")
+			h.Del("Content-Length")
+			return s.startH1Tunnel(fs, up, up.Response.StatusCode)
+		}
 		if up.Protocol != 1 {
 			h.Set("Upgrade", fs.UpgradeType)
 			h.Set("Connection", "upgrade")
@@ -210,6 +219,12 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 // startH1Tunnel writes the response head on the hijacked HTTP/1.1
 // connection and splices it with the upstream on a tracker goroutine.
 func (s *stream) startH1Tunnel(fs *filter.Stream, up *tunnel.Upstream, status int) error {
+	if s.raw == nil {
+		// Only an upgrade takes its connection over; the router does not
+		// terminate an HTTP/1.1 request that is not one.
+		up.Conn.Close()
+		return errors.New("hcm: an HTTP/1.1 tunnel needs an upgrade request")
+	}
 	down, err := s.raw.conn()
 	if err != nil {
 		up.Conn.Close()
@@ -218,6 +233,7 @@ func (s *stream) startH1Tunnel(fs *filter.Stream, up *tunnel.Upstream, status in
 	for k, v := range up.Response.Header {
 		s.raw.hdr[k] = v
 	}
+	s.raw.tunnel = true
 	s.raw.WriteHeader(status)
 	if len(up.Buffered) > 0 {
 		s.raw.bw.Write(up.Buffered) // what the upstream sent right behind its 101
@@ -250,7 +266,10 @@ func (s *stream) startH1Tunnel(fs *filter.Stream, up *tunnel.Upstream, status in
 // started.
 func (s *stream) endStream() {
 	st := s.cfg.stats
-	st.upgradesActive.Dec()
+	if s.upgradeCounted {
+		// A POST terminated under allow_post is a tunnel, not an upgrade.
+		st.upgradesActive.Dec()
+	}
 	st.rqActive.Dec()
 	st.rqCompleted.Inc()
 }

@@ -137,3 +137,17 @@ func (r *Route) PickCluster(rnd uint64) string {
 	}
 	return r.Weighted[len(r.Weighted)-1].Name
 }
+
+// ConnectConfig returns the connect_config of the route's CONNECT
+// upgrade_configs entry, or nil when the route does not terminate CONNECT
+// (no such entry, or one without connect_config). As in Envoy, the entry's
+// enabled flag does not matter here: the connection manager has already
+// decided whether a CONNECT is accepted, and a POST terminated under
+// allow_post is not an upgrade at all.
+func (r *Route) ConnectConfig() *routev3.RouteAction_UpgradeConfig_ConnectConfig {
+	cfg, ok := r.UpgradeFor("CONNECT")
+	if !ok {
+		return nil
+	}
+	return cfg.Connect
+}

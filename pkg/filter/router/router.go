@@ -81,6 +81,10 @@ func (f *routerFilter) Serve(s *filter.Stream) {
 		s.LocalReply(rt.ClusterNotFoundStatus, "", "cluster_not_found")
 		return
 	}
+	if terminates(s, rt) {
+		f.serveTerminate(s, cl)
+		return
+	}
 
 	out := s.Req
 	rt.MutateRequestHeaders(out.Header, s)
