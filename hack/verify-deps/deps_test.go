@@ -36,6 +36,15 @@ var forbidden = map[string]map[string]string{
 	"pkg/hcm": {
 		"pkg/snapshot":           "the connection manager is compiled by snapshot, not the reverse",
 		"pkg/listener":           "listeners hand connections to the connection manager",
+		"pkg/tcpproxy":           "tcp_proxy and the connection manager are sibling network filters",
+		"pkg/dataplane":          "dataplane is the composition root",
+		"google.golang.org/grpc": "grpc stays in the xDS transport",
+	},
+	"pkg/tcpproxy": {
+		"pkg/hcm":                "tcp_proxy and the connection manager are sibling network filters",
+		"pkg/router":             "tcp_proxy does not route HTTP",
+		"pkg/snapshot":           "tcp_proxy is compiled by snapshot, not the reverse",
+		"pkg/listener":           "listeners hand connections to tcp_proxy",
 		"pkg/dataplane":          "dataplane is the composition root",
 		"google.golang.org/grpc": "grpc stays in the xDS transport",
 	},

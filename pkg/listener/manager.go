@@ -211,7 +211,8 @@ func (m *Manager) bindLocked(l *snapshot.Listener) error {
 	return nil
 }
 
-// newServers makes the servers of l's chains. old, when not nil, are the
+// newServers makes the servers of l's chains (tcp_proxy chains have none).
+// old, when not nil, are the
 // servers of the listener's previous config keyed by chain: a chain whose
 // key and server settings match takes the old server over, with the new
 // configuration swapped in (the old server is removed from old). The
@@ -219,9 +220,11 @@ func (m *Manager) bindLocked(l *snapshot.Listener) error {
 func (m *Manager) newServers(a *active, l *snapshot.Listener, old map[string]*hcm.Server) map[*snapshot.FilterChain]*hcm.Server {
 	s := map[*snapshot.FilterChain]*hcm.Server{}
 	for i, fc := range l.Chains {
-		s[fc] = m.serverFor(a, fc, chainKey(fc, i), old)
+		if fc.HCM != nil {
+			s[fc] = m.serverFor(a, fc, chainKey(fc, i), old)
+		}
 	}
-	if l.Default != nil {
+	if l.Default != nil && l.Default.HCM != nil {
 		s[l.Default] = m.serverFor(a, l.Default, "default_filter_chain", old)
 	}
 	return s
@@ -249,10 +252,12 @@ func chainKey(fc *snapshot.FilterChain, i int) string {
 func (a *active) serversByKey() map[string]*hcm.Server {
 	out := map[string]*hcm.Server{}
 	for i, fc := range a.cfg.Chains {
-		out[chainKey(fc, i)] = a.servers[fc]
+		if srv := a.servers[fc]; srv != nil {
+			out[chainKey(fc, i)] = srv
+		}
 	}
-	if a.cfg.Default != nil {
-		out["default_filter_chain"] = a.servers[a.cfg.Default]
+	if srv := a.servers[a.cfg.Default]; a.cfg.Default != nil && srv != nil {
+		out["default_filter_chain"] = srv
 	}
 	return out
 }
@@ -381,6 +386,10 @@ func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snaps
 			return
 		}
 		conn = tc
+	}
+	if fc.TCP != nil {
+		m.serveTCPProxy(a, fc, conn, release, !cfg.SniffTLS && !cfg.HasTLS)
+		return
 	}
 	srv := servers[fc]
 	srv.ServeConn(conn, release)

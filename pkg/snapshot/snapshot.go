@@ -20,11 +20,13 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/hopproxy/hop/pkg/filter"
 	"github.com/hopproxy/hop/pkg/hcm"
 	"github.com/hopproxy/hop/pkg/router"
 	"github.com/hopproxy/hop/pkg/stats"
+	"github.com/hopproxy/hop/pkg/tcpproxy"
 	"github.com/hopproxy/hop/pkg/tlsconfig"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
@@ -89,9 +91,11 @@ type Listener struct {
 type FilterChain struct {
 	Name  string
 	match chainMatch
-	HCM   *hcm.Config // the chain's http_connection_manager
-	TLS   *tls.Config // the transport socket's TLS config; nil = plaintext
-	QUIC  bool        // the transport socket is envoy.transport_sockets.quic (TLS set)
+	// Exactly one of HCM and TCP is set: the chain's only network filter.
+	HCM  *hcm.Config      // the chain's http_connection_manager
+	TCP  *tcpproxy.Config // the chain's tcp_proxy
+	TLS  *tls.Config      // the transport socket's TLS config; nil = plaintext
+	QUIC bool             // the transport socket is envoy.transport_sockets.quic (TLS set)
 	// HandshakeTimeout is transport_socket_connect_timeout (0 = unset): how
 	// long a TLS handshake may take.
 	HandshakeTimeout time.Duration
@@ -99,6 +103,7 @@ type FilterChain struct {
 
 const (
 	hcmTypeURL          = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+	tcpProxyTypeURL     = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 	tlsInspectorTypeURL = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 )
 
@@ -173,6 +178,9 @@ func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot, ta
 // with is still the one routes returns.
 func (l *Listener) sameRoutes(routes hcm.RouteSource) bool {
 	for _, fc := range l.allChains() {
+		if fc.HCM == nil {
+			continue
+		}
 		if n := fc.HCM.RouteConfigName(); n != "" {
 			if rc, _ := routes(n); rc != fc.HCM.RouteConfig() {
 				return false
@@ -196,6 +204,9 @@ func (l *Listener) allChains() []*FilterChain {
 func (l *Listener) RouteConfigNames() []string {
 	var out []string
 	for _, fc := range l.allChains() {
+		if fc.HCM == nil {
+			continue
+		}
 		if n := fc.HCM.RouteConfigName(); n != "" {
 			out = append(out, n)
 		}
@@ -283,11 +294,24 @@ func compileChain(fc *listenerv3.FilterChain, reg *filter.Registry, st *stats.St
 	}
 	c.match = m
 	if len(fc.GetFilters()) != 1 {
-		return nil, fmt.Errorf(".filters: exactly one network filter (http_connection_manager) is supported, got %d", len(fc.GetFilters()))
+		return nil, fmt.Errorf(".filters: exactly one network filter (http_connection_manager or tcp_proxy) is supported, got %d", len(fc.GetFilters()))
 	}
 	f := fc.GetFilters()[0]
 	tc := f.GetTypedConfig()
-	if tc.GetTypeUrl() != hcmTypeURL {
+	switch tc.GetTypeUrl() {
+	case hcmTypeURL:
+	case tcpProxyTypeURL:
+		var p tcpv3.TcpProxy
+		if err := tc.UnmarshalTo(&p); err != nil {
+			return nil, fmt.Errorf(".filters[0].typed_config: %w", err)
+		}
+		t, err := tcpproxy.Compile(&p, st)
+		if err != nil {
+			return nil, fmt.Errorf(".filters[0].typed_config: %w", err)
+		}
+		c.TCP = t
+		return c, nil
+	default:
 		return nil, fmt.Errorf(".filters[0].typed_config: unsupported network filter type %q", tc.GetTypeUrl())
 	}
 	var p hcmv3.HttpConnectionManager
@@ -367,8 +391,10 @@ func (l *Listener) checkQUIC() error {
 		return fmt.Errorf("listener_filters: not supported on a QUIC listener")
 	}
 	check := func(fc *FilterChain, path string) error {
-		h3 := fc.HCM.Proto().GetCodecType() == hcmv3.HttpConnectionManager_HTTP3
+		h3 := fc.HCM != nil && fc.HCM.Proto().GetCodecType() == hcmv3.HttpConnectionManager_HTTP3
 		switch {
+		case l.QUIC != nil && fc.TCP != nil:
+			return fmt.Errorf("%s.filters[0].typed_config: tcp_proxy is not supported on a QUIC listener", path)
 		case l.QUIC != nil && !fc.QUIC:
 			return fmt.Errorf("%s.transport_socket: a QUIC listener needs an envoy.transport_sockets.quic transport socket (QuicDownstreamTransport)", path)
 		case l.QUIC != nil && !h3:

@@ -78,8 +78,8 @@ func TestLocateAgreesWithProtojson(t *testing.T) {
 		{bootstrap, `{"node": {"id": "n"}, "static_resources": {"listeners": [{"name": "l", "filter_chains": [{"filters": [{"name": "f", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "statPrefix": "s", "http_filters": [{"name": "r", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}`, ""},
 		// Beneath an unsupported field or extension, the problem is reported as that.
 		{bootstrap, `{"stats_flush_interval": 5}`, "stats_flush_interval: unsupported field"},
-		{bootstrap, `{"static_resources": {"listeners": [{"filter_chains": [{"filters": [{"typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefx": "x"}}]}]}]}}`,
-			`static_resources.listeners[0].filter_chains[0].filters[0].typed_config: unsupported extension type "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"`},
+		{bootstrap, `{"static_resources": {"listeners": [{"filter_chains": [{"filters": [{"typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo", "stat_prefx": "x"}}]}]}]}}`,
+			`static_resources.listeners[0].filter_chains[0].filters[0].typed_config: unsupported extension type "type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo"`},
 		{bootstrap, `{"static_resources": {"listeners": [{"filter_chains": [{"filters": [{"typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"}}]}]}], "secrets": 1}}`,
 			`static_resources.secrets: unsupported field`},
 		// Inside opaque fields only the JSON types matter.

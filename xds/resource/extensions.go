@@ -15,6 +15,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -55,6 +56,7 @@ type Extension struct {
 // messages' fields are further limited by supported_fields.go.
 var extensions = []Extension{
 	{CategoryNetworkFilter, typeURLPrefix + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"},
+	{CategoryNetworkFilter, typeURLPrefix + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"},
 	{CategoryHTTPFilter, typeURLPrefix + "envoy.extensions.filters.http.router.v3.Router"},
 	{CategoryHTTPFilter, typeURLPrefix + "envoy.extensions.filters.http.buffer.v3.Buffer"},
 	{CategoryHTTPFilterPerRoute, typeURLPrefix + "envoy.config.route.v3.FilterConfig"},

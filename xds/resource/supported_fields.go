@@ -220,6 +220,15 @@ var supportedFields = []messageRules{
 		f("close_connection_on_client_hello_parsing_errors"), f("max_client_hello_size"),
 	}},
 
+	// TCP proxy.
+	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", note: "Plain TCP proxying; tunneling_config is not supported yet. upstream_flush_* stats stay 0.", fields: []fieldRule{
+		f("stat_prefix"), f("cluster"), f("weighted_clusters"), f("idle_timeout"), f("max_connect_attempts"),
+	}},
+	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", fields: []fieldRule{f("clusters")}},
+	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", fields: []fieldRule{
+		f("name"), f("weight"),
+	}},
+
 	// HTTP connection manager.
 	{message: "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", note: "access_log is not supported yet. codec_type HTTP3 needs a QUIC listener, which takes HTTP3 only; stream_error_on_invalid_http_message applies to HTTP/2 and HTTP/3.", fields: []fieldRule{
 		enum("codec_type", "AUTO", "HTTP1", "HTTP2", "HTTP3"), f("stat_prefix"), f("route_config"), f("http_filters"),
