@@ -37,40 +37,12 @@ static_resources:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
 `
 
-// tpEchoServer runs a TCP echo server that half-closes after the client
-// does, and returns its port.
-func tpEchoServer(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(defaultTestTimeout))
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // TestTCPProxyEcho: 1 MiB of random bytes through a tcp_proxy listener and
 // back, the client's half-close reaching the upstream and the upstream's
 // coming back, with the tcp.*, cluster.* and listener.* stats.
 func TestTCPProxyEcho(t *testing.T) {
-	h := startHop(t, tcpProxyYAML, tpEchoServer(t))
+	h := startHop(t, tcpProxyYAML, startTCPEcho(t))
 	c, err := net.DialTimeout("tcp", h.addr("tcp"), defaultTestTimeout)
 	if err != nil {
 		t.Fatal(err)
