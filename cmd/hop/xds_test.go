@@ -299,15 +299,22 @@ func TestXDSPushesDoNotCutWebSockets(t *testing.T) {
 	h := startHop(t, adsBootstrap(cp.Addr(), adminPort, false), adminPort, 1)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	waitRoute(t, http.DefaultClient, url, "a", "v0", defaultTestTimeout)
+	// The listener serves once its routes are in; the EDS cluster "ws" may
+	// still be warming for its endpoints (as in Envoy), so wait for it.
+	h.waitStat("cluster.ws.membership_total", func(v int64) bool { return v == 1 })
 
 	stop := make(chan struct{})
 	errs := make(chan error, sockets)
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	for i := 0; i < sockets; i++ {
-		ws, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws", port), nil)
+		ws, res, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws", port), nil)
 		if err != nil {
-			t.Fatalf("websocket %d: %v", i, err)
+			status := 0
+			if res != nil {
+				status = res.StatusCode
+			}
+			t.Fatalf("websocket %d: %v (status %d)", i, err, status)
 		}
 		defer ws.Close()
 		wg.Add(1)
