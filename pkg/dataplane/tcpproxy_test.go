@@ -37,7 +37,6 @@ static_resources:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
 `
 
-
 // TestTCPProxyEcho: 1 MiB of random bytes through a tcp_proxy listener and
 // back, the client's half-close reaching the upstream and the upstream's
 // coming back, with the tcp.*, cluster.* and listener.* stats.

@@ -27,8 +27,8 @@ type rawWriter struct {
 	bw          *bufio.Writer
 	wroteHeader bool
 	chunked     bool
-	// tunnel: the head written is the one that starts a tunnel (a CONNECT's
-	// 2xx): no Connection: close and no framing, like a 101.
+	// tunnel: the head written is the one that starts a tunnel (a 101, or
+	// a CONNECT's 2xx): no Connection: close and no framing.
 	tunnel bool
 	err    error
 }
@@ -66,7 +66,7 @@ func (r *rawWriter) WriteHeader(code int) {
 	if h.Get("Date") == "" {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
-	if code != http.StatusSwitchingProtocols && !r.tunnel {
+	if !r.tunnel {
 		h.Set("Connection", "close")
 		if h.Get("Content-Length") == "" && bodyAllowed(code) {
 			h.Set("Transfer-Encoding", "chunked")

@@ -184,16 +184,8 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 	s.rw.WriteHeader(http.StatusOK)
 	s.cfg.stats.countStatus(http.StatusOK)
 	s.tunnelStarted = true
-	st := s.cfg.stats
-	_, idle := s.Timeouts(fs)
-	opt := tunnel.Options{IdleTimeout: idle}
+	opt := s.tunnelOptions(fs)
 	group := connTrackFrom(fs.Req.Context()).group()
-	countEnd := func(r tunnel.Result) {
-		if r.Cause == tunnel.CauseIdleTimeout {
-			st.rqIdleTimeout.Inc()
-		}
-		s.endStream()
-	}
 	if fs.Req.ProtoMajor == 3 {
 		down, err := tunnel.NewH3Downstream(s.rw.ResponseWriter, fs.Req)
 		if err != nil {
@@ -201,7 +193,7 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 			s.endStream()
 			return fmt.Errorf("hcm: take the HTTP/3 stream over: %w", err)
 		}
-		s.mgr.env.Tunnels.Go(group, down, up.Conn, nil, up.Buffered, opt, countEnd)
+		s.mgr.env.Tunnels.Go(group, down, up.Conn, nil, up.Buffered, opt, s.tunnelDone)
 		return nil
 	}
 	// HTTP/2: the stream lives as long as this handler, so the tunnel runs
@@ -212,7 +204,7 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 		return fmt.Errorf("hcm: send the upgrade response: %w", err)
 	}
 	down := tunnel.NewH2Downstream(s.rw, fs.Req)
-	countEnd(s.mgr.env.Tunnels.Run(group, down, up.Conn, nil, up.Buffered, opt))
+	s.tunnelDone(s.mgr.env.Tunnels.Run(group, down, up.Conn, nil, up.Buffered, opt))
 	return nil
 }
 
@@ -249,17 +241,27 @@ func (s *stream) startH1Tunnel(fs *filter.Stream, up *tunnel.Upstream, status in
 		return fmt.Errorf("hcm: write upgrade response: %w", errors.Join(err, s.raw.err))
 	}
 	s.tunnelStarted = true
-	st := s.cfg.stats
-	_, idle := s.Timeouts(fs)
 	track := connTrackFrom(fs.Req.Context())
-	s.mgr.env.Tunnels.Go(track.group(), down.Conn, up.Conn, down.Buffered, nil, tunnel.Options{IdleTimeout: idle}, func(r tunnel.Result) {
-		if r.Cause == tunnel.CauseIdleTimeout {
-			st.rqIdleTimeout.Inc()
-		}
-		s.endStream()
+	s.mgr.env.Tunnels.Go(track.group(), down.Conn, up.Conn, down.Buffered, nil, s.tunnelOptions(fs), func(r tunnel.Result) {
+		s.tunnelDone(r)
 		track.release()
 	})
 	return nil
+}
+
+// tunnelOptions are the splice options of the stream's tunnel: the route's
+// idle_timeout, else the HCM's stream_idle_timeout.
+func (s *stream) tunnelOptions(fs *filter.Stream) tunnel.Options {
+	_, idle := s.Timeouts(fs)
+	return tunnel.Options{IdleTimeout: idle}
+}
+
+// tunnelDone does the end-of-stream accounting of a finished tunnel.
+func (s *stream) tunnelDone(r tunnel.Result) {
+	if r.Cause == tunnel.CauseIdleTimeout {
+		s.cfg.stats.rqIdleTimeout.Inc()
+	}
+	s.endStream()
 }
 
 // endStream does the end-of-stream accounting of a stream whose tunnel
