@@ -3,17 +3,16 @@ package admin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,56 +22,10 @@ import (
 	"github.com/hopproxy/hop/pkg/stats"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := waitNoLeaks(5 * time.Second); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+// adminGoroutines mark goroutines of this package and of net/http.
+var adminGoroutines = []string{"hop/pkg/admin.", "net/http."}
 
-// leakedGoroutines lists goroutines started by this package or net/http
-// that are still alive.
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for i, g := range strings.Split(string(buf), "\n\n") {
-		if i == 0 { // the caller
-			continue
-		}
-		if strings.Contains(g, "hop/pkg/admin.") || strings.Contains(g, "net/http.") {
-			if strings.Contains(g, "testing.tRunner") || strings.Contains(g, "testing.(*M)") {
-				continue
-			}
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
-// waitNoLeaks polls until no goroutine leaks or the deadline passes;
-// goroutines of closed connections need a moment to observe the close.
-func waitNoLeaks(d time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		left := leakedGoroutines()
-		if len(left) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(left, "\n\n"))
-		case <-tick.C:
-		}
-	}
-}
+func TestMain(m *testing.M) { leakcheck.Main(m, adminGoroutines...) }
 
 // fixture is a server with a little of everything behind it.
 type fixture struct {
@@ -370,7 +323,7 @@ func TestServeShutdown(t *testing.T) {
 		t.Fatal("Serve did not return after Shutdown")
 	}
 	client.CloseIdleConnections()
-	if err := waitNoLeaks(5 * time.Second); err != nil {
+	if err := leakcheck.Wait(leakcheck.Timeout, adminGoroutines...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -438,7 +391,7 @@ func TestShutdownClosesBusyConnections(t *testing.T) {
 		t.Fatal("client still waiting after Shutdown")
 	}
 	client.CloseIdleConnections()
-	if err := waitNoLeaks(5 * time.Second); err != nil {
+	if err := leakcheck.Wait(leakcheck.Timeout, adminGoroutines...); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,11 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"golang.org/x/net/http2"
@@ -121,26 +122,7 @@ func startServer(t *testing.T, extra string) *testServer {
 // noLeaks fails the test if goroutines of hop or of x/net's HTTP/2 server
 // are still running once the test and its cleanups are done.
 func noLeaks(t *testing.T) {
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			var leaked []string
-			for _, g := range strings.Split(string(buf), "\n\n") {
-				if (strings.Contains(g, "hopproxy/hop/pkg/") || strings.Contains(g, "x/net/http2.(*serverConn)")) && !strings.Contains(g, "testing.tRunner") {
-					leaked = append(leaked, g)
-				}
-			}
-			if len(leaked) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("goroutines left:\n%s", strings.Join(leaked, "\n\n"))
-			}
-			time.Sleep(10 * time.Millisecond) // polling the runtime, not waiting for an event
-		}
-	})
+	leakcheck.Check(t, "hopproxy/hop/pkg/", "x/net/http2.(*serverConn)")
 }
 
 // h2cClient speaks HTTP/2 with prior knowledge.

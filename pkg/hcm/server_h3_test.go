@@ -6,11 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3" // the router's typed_config
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -174,32 +174,7 @@ func testCtx(t *testing.T) context.Context {
 // checkNoH3Leaks fails the test if goroutines of quic-go or of this package
 // outlive it (it runs after every other cleanup).
 func checkNoH3Leaks(t *testing.T) {
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			var leaked []string
-			for _, g := range strings.Split(string(buf), "\n\n") {
-				if strings.Contains(g, "checkNoH3Leaks") {
-					continue
-				}
-				// Other tests of the package leave their own goroutines
-				// to their own checks.
-				if strings.Contains(g, "quic-go/quic-go") || strings.Contains(g, "hcm.(*H3Server)") || strings.Contains(g, "hcm.(*h3Conn)") {
-					leaked = append(leaked, g)
-				}
-			}
-			if len(leaked) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
+	leakcheck.Check(t, "quic-go/quic-go", "hcm.(*H3Server)", "hcm.(*h3Conn)")
 }
 
 // TestH3Request: a request reaches the Manager as HTTP/3 with its

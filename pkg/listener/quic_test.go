@@ -9,10 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -260,31 +261,7 @@ func testCtx(t *testing.T) context.Context {
 // checkNoQUICLeaks fails the test if goroutines of quic-go or of this
 // package outlive it (it runs after every other cleanup).
 func checkNoQUICLeaks(t *testing.T) {
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			var leaked []string
-			for _, g := range strings.Split(string(buf), "\n\n") {
-				if strings.Contains(g, "checkNoQUICLeaks") {
-					continue
-				}
-				if strings.Contains(g, "quic-go/quic-go") || strings.Contains(g, "quicAcceptLoop") || strings.Contains(g, "shutdownQUIC") ||
-					strings.Contains(g, "hcm.(*H3Server)") || strings.Contains(g, "hcm.(*h3Conn)") {
-					leaked = append(leaked, g)
-				}
-			}
-			if len(leaked) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
+	leakcheck.Check(t, "quic-go/quic-go", "quicAcceptLoop", "shutdownQUIC", "hcm.(*H3Server)", "hcm.(*h3Conn)")
 }
 
 // TestQUICListenerServes: a UDP listener with quic_options and a QUIC

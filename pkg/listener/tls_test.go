@@ -10,11 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -285,27 +285,7 @@ func waitStat(t *testing.T, tl *testListener, name string, want int64) {
 // checkNoLeaks fails the test if goroutines of hop or of x/net's HTTP/2
 // server outlive it (it runs after every other cleanup).
 func checkNoLeaks(t *testing.T) {
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			var leaked []string
-			for _, g := range strings.Split(string(buf), "\n\n") {
-				if (strings.Contains(g, "hopproxy/hop/pkg/") || strings.Contains(g, "x/net/http2.(*serverConn)")) && !strings.Contains(g, "testing.tRunner") {
-					leaked = append(leaked, g)
-				}
-			}
-			if len(leaked) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // polling the runtime, not waiting for an event
-		}
-	})
+	leakcheck.Check(t, "hopproxy/hop/pkg/", "x/net/http2.(*serverConn)")
 }
 
 // closedByPeer reads c to its end: nil once the peer closed it (EOF, or a

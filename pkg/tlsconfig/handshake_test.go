@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -21,38 +21,10 @@ import (
 	"github.com/hopproxy/hop/pkg/tlsconfig/tlstest"
 )
 
+// TestMain fails the package if goroutines of the test handshakes outlive
+// the tests.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkLeaks(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// checkLeaks fails when a goroutine started by these tests outlives them.
-func checkLeaks() error {
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond) // polling for exits; no event to wait on
-	defer tick.Stop()
-	for ; ; <-tick.C {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "tlsconfig.serveOnce") || strings.Contains(g, "crypto/tls.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-		}
-	}
+	leakcheck.Main(m, "tlsconfig.serveOnce", "crypto/tls.")
 }
 
 // result is what one side of a handshake saw.

@@ -2,18 +2,16 @@ package upstream
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"runtime"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,57 +21,14 @@ import (
 	"github.com/hopproxy/hop/pkg/stats"
 )
 
-const defaultTestTimeout = 10 * time.Second
-
 // TestMain fails the package if goroutines started by this package, by
 // net/http or by x/net/http2 (pools, connections, test servers) outlive the
 // tests.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkLeaks(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	leakcheck.Main(m, "hop/pkg/upstream.", "net/http.", "golang.org/x/net/http2.")
 }
 
-// checkLeaks polls until no interesting goroutine is left; goroutines that
-// were told to stop may need a moment to be scheduled and exit.
-func checkLeaks() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		leaked := interestingGoroutines()
-		if len(leaked) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-		case <-tick.C:
-		}
-	}
-}
-
-func interestingGoroutines() []string {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "upstream.interestingGoroutines") || strings.Contains(g, "upstream.TestMain") {
-			continue
-		}
-		if strings.Contains(g, "hop/pkg/upstream.") || strings.Contains(g, "net/http.") ||
-			strings.Contains(g, "golang.org/x/net/http2.") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
+const defaultTestTimeout = 10 * time.Second
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()

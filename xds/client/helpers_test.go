@@ -2,15 +2,13 @@ package client_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
-	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -25,57 +23,16 @@ import (
 	"github.com/hopproxy/hop/xds/xdstest"
 )
 
+// TestMain fails the package if goroutines of the client, the transport or
+// the test server outlive the tests.
+func TestMain(m *testing.M) {
+	leakcheck.Main(m, "hop/xds/", "google.golang.org/grpc", "go-control-plane/pkg/")
+}
+
 const (
 	nodeID             = "test-node"
 	defaultTestTimeout = 10 * time.Second
 )
-
-// TestMain fails the package if goroutines of the client, the transport or
-// the test server outlive the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkLeaks(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func checkLeaks() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		leaked := interestingGoroutines()
-		if len(leaked) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-		case <-tick.C:
-		}
-	}
-}
-
-func interestingGoroutines() []string {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "client_test.interestingGoroutines") || strings.Contains(g, "client_test.TestMain") {
-			continue
-		}
-		if strings.Contains(g, "hop/xds/") || strings.Contains(g, "google.golang.org/grpc") ||
-			strings.Contains(g, "go-control-plane/pkg/") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()

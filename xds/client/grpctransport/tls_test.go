@@ -9,16 +9,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
-	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/leakcheck"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -31,40 +30,10 @@ import (
 	"github.com/hopproxy/hop/xds/xdstest"
 )
 
+// TestMain fails the package if goroutines of the transport or grpc outlive
+// the tests.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkLeaks(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func checkLeaks() error {
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond) // polling for exits; no event to wait on
-	defer tick.Stop()
-	for ; ; <-tick.C {
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "grpctransport.checkLeaks") || strings.Contains(g, "grpctransport.TestMain") {
-				continue
-			}
-			if strings.Contains(g, "hop/xds/") || strings.Contains(g, "google.golang.org/grpc") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("leaked goroutines:\n%s", strings.Join(leaked, "\n\n"))
-		}
-	}
+	leakcheck.Main(m, "hop/xds/", "google.golang.org/grpc")
 }
 
 // pki is a throw-away CA with a server and a client certificate.
