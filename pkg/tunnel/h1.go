@@ -49,8 +49,24 @@ type Upstream struct {
 // request and reads the response head. The context bounds the wait for the
 // response: when it ends first the connection is closed and ctx.Err() is
 // returned. Bytes the upstream sent after its response head are returned in
-// Upstream.Buffered. The response body is not read.
+// Upstream.Buffered. The response body is not read. A 101 is accepted.
 func OpenH1Upgrade(ctx context.Context, conn net.Conn, req *http.Request) (*Upstream, error) {
+	return openH1(ctx, conn, req, IsUpgradeResponse)
+}
+
+// OpenH1Connect is OpenH1Upgrade for a CONNECT (request line
+// "CONNECT <req.Host> HTTP/1.1"): any 2xx is accepted and its
+// Content-Length or Transfer-Encoding means nothing (Envoy's HTTP/1.1
+// client codec switches to raw bytes on a 2xx to CONNECT). Nothing of
+// req's body is written; the caller holds its payload until Accepted.
+func OpenH1Connect(ctx context.Context, conn net.Conn, req *http.Request) (*Upstream, error) {
+	return openH1(ctx, conn, req, func(res *http.Response) bool { return Is2xx(res.StatusCode) })
+}
+
+// Is2xx reports a 2xx status, what a CONNECT over HTTP/1.1 needs.
+func Is2xx(status int) bool { return status >= 200 && status < 300 }
+
+func openH1(ctx context.Context, conn net.Conn, req *http.Request, accept func(*http.Response) bool) (*Upstream, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
@@ -61,7 +77,7 @@ func OpenH1Upgrade(ctx context.Context, conn net.Conn, req *http.Request) (*Upst
 	if err := bw.Flush(); err != nil {
 		return nil, ctxOr(ctx, fmt.Errorf("tunnel: write upstream request: %w", err))
 	}
-	// One reader per upgrade (not per message). For a 101 it is dropped
+	// One reader per tunnel (not per message). When accepted it is dropped
 	// once its buffered bytes are copied out; otherwise it frames the body.
 	br := bufio.NewReaderSize(conn, 4096)
 	res, err := http.ReadResponse(br, req)
@@ -69,7 +85,7 @@ func OpenH1Upgrade(ctx context.Context, conn net.Conn, req *http.Request) (*Upst
 		return nil, ctxOr(ctx, &ResetError{Err: err})
 	}
 	up := &Upstream{Conn: conn, Response: res, Protocol: 1}
-	if IsUpgradeResponse(res) {
+	if accept(res) {
 		up.Accepted = true
 		if n := br.Buffered(); n > 0 {
 			b, _ := br.Peek(n)

@@ -51,8 +51,6 @@ func FromExtendedConnect(r *http.Request) bool {
 // closed. Upstream.Accepted is true for status 200; any other response is
 // returned for the caller to pass on, and its Conn must still be closed.
 func OpenH2Upgrade(ctx context.Context, roundTrip func(*http.Request) (*http.Response, error), req *http.Request, upgradeType string) (*Upstream, error) {
-	sctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
 	out := &http.Request{
 		Method:        http.MethodConnect,
 		URL:           cloneURL(req),
@@ -60,7 +58,6 @@ func OpenH2Upgrade(ctx context.Context, roundTrip func(*http.Request) (*http.Res
 		ProtoMajor:    2,
 		Header:        req.Header.Clone(),
 		Host:          req.Host,
-		Body:          pr,
 		ContentLength: -1,
 	}
 	h := out.Header
@@ -73,8 +70,33 @@ func OpenH2Upgrade(ctx context.Context, roundTrip func(*http.Request) (*http.Res
 		}
 	}
 	h.Set(ProtocolHeader, upgradeType)
-	out = out.WithContext(sctx)
+	return openStream(ctx, roundTrip, out, func(status int) bool { return status == http.StatusOK })
+}
 
+// OpenH2Connect sends req, a tunnel request in its wire form, through
+// roundTrip (an HTTP/2 client) with a pipe as the stream's body: a plain
+// CONNECT (req.Method "CONNECT", req.Host the authority; x/net then sends
+// only :method and :authority) or a POST tunnel (req.URL.Path the
+// post_path). accept decides from the status whether the stream is the
+// tunnel: exactly 200 for tcp_proxy, any 2xx for a proxied CONNECT. ctx
+// bounds the wait for the response head, as in OpenH2Upgrade.
+func OpenH2Connect(ctx context.Context, roundTrip func(*http.Request) (*http.Response, error), req *http.Request, accept func(status int) bool) (*Upstream, error) {
+	out := req.Clone(context.Background())
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/2.0", 2, 0
+	out.ContentLength = -1
+	out.Header.Del("Content-Length")
+	out.Header.Del("Transfer-Encoding")
+	out.Header.Del(ProtocolHeader)
+	return openStream(ctx, roundTrip, out, accept)
+}
+
+// openStream sends out with a fresh pipe's reader as its body and waits
+// for the response head; the pipe's writer becomes the tunnel's write side.
+func openStream(ctx context.Context, roundTrip func(*http.Request) (*http.Response, error), out *http.Request, accept func(int) bool) (*Upstream, error) {
+	pr, pw := io.Pipe()
+	out.Body = pr
+	sctx, cancel := context.WithCancel(context.Background())
+	out = out.WithContext(sctx)
 	stop := context.AfterFunc(ctx, cancel)
 	res, err := roundTrip(out)
 	stopped := stop()
@@ -93,7 +115,7 @@ func OpenH2Upgrade(ctx context.Context, roundTrip func(*http.Request) (*http.Res
 	if res.Request != nil && res.Request.URL != nil {
 		conn.remote = addrOf(res.Request.URL.Host)
 	}
-	return &Upstream{Conn: conn, Response: res, Accepted: res.StatusCode == http.StatusOK, Protocol: 2}, nil
+	return &Upstream{Conn: conn, Response: res, Accepted: accept(res.StatusCode), Protocol: 2}, nil
 }
 
 func cloneURL(req *http.Request) *url.URL {
