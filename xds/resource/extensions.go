@@ -11,6 +11,7 @@ import (
 	_ "github.com/cncf/xds/go/xds/type/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/internal_listener/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/buffer/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -36,6 +37,7 @@ const (
 	CategoryUpstreamTransportSocket   = "envoy.transport_sockets.upstream"
 	CategoryUpstreamOptions           = "envoy.upstream_options"
 	CategoryAccessLogger              = "envoy.access_loggers"
+	CategoryBootstrap                 = "envoy.bootstrap"
 
 	categoryFilterSettings = "envoy.filters.http.per_route.config"
 )
@@ -70,6 +72,7 @@ var extensions = []Extension{
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.file.v3.FileAccessLog"},
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"},
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.stream.v3.StderrAccessLog"},
+	{CategoryBootstrap, typeURLPrefix + "envoy.extensions.bootstrap.internal_listener.v3.InternalListener"},
 }
 
 // Supported returns the extension types hop implements, grouped by
@@ -137,6 +140,7 @@ var extensionPoints = []extensionPoint{
 	{field: "envoy.config.route.v3.VirtualHost.typed_per_filter_config", category: CategoryHTTPFilterPerRoute},
 	{field: "envoy.config.route.v3.Route.typed_per_filter_config", category: CategoryHTTPFilterPerRoute},
 	{field: "envoy.config.route.v3.FilterConfig.config", category: categoryFilterSettings, optionalFlag: "is_optional"},
+	{field: "envoy.config.core.v3.TypedExtensionConfig.typed_config", via: "envoy.config.bootstrap.v3.Bootstrap.bootstrap_extensions", category: CategoryBootstrap, required: true},
 }
 
 // pointsByMessage indexes extensionPoints by the message that holds the

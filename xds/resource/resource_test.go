@@ -245,16 +245,21 @@ circuit_breakers: {thresholds: [{max_connections: 10}]}`,
 		{
 			name:    "unsupported load balancing policy",
 			yaml:    `{name: c, lb_policy: LEAST_REQUEST}`,
-			wantErr: "lb_policy: unsupported value LEAST_REQUEST (hop supports ROUND_ROBIN, RANDOM)",
+			wantErr: "lb_policy: unsupported value LEAST_REQUEST (hop supports ROUND_ROBIN, RANDOM, CLUSTER_PROVIDED)",
 		},
 		{
 			name: "ignored fields are not looked into",
 			yaml: `{name: c, circuit_breakers: {thresholds: [{max_retries: 3, track_remaining: true}]}}`,
 		},
 		{
-			name:    "unsupported discovery type",
-			yaml:    `{name: c, type: ORIGINAL_DST}`,
-			wantErr: "type: unsupported value ORIGINAL_DST (hop supports STATIC, STRICT_DNS, LOGICAL_DNS, EDS)",
+			name:    "custom cluster type",
+			yaml:    `{name: c, cluster_type: {name: envoy.clusters.aggregate}}`,
+			wantErr: "cluster_type: unsupported field",
+		},
+		{
+			name:    "unsupported field",
+			yaml:    `{name: c, type: STATIC, metadata: {}, lrs_server: {self: {}}}`,
+			wantErr: "lrs_server: unsupported field",
 		},
 		{
 			name:    "missing name",

@@ -125,6 +125,11 @@ var supportedFields = []messageRules{
 	// Bootstrap.
 	{message: "envoy.config.bootstrap.v3.Bootstrap", fields: []fieldRule{
 		f("node"), f("static_resources"), f("dynamic_resources"), f("admin"), ign("layered_runtime"),
+		f("bootstrap_extensions"),
+	}},
+	{message: "envoy.config.core.v3.TypedExtensionConfig", fields: []fieldRule{f("name"), f("typed_config")}},
+	{message: "envoy.extensions.bootstrap.internal_listener.v3.InternalListener", note: "Enables listeners with internal_listener and endpoints with envoy_internal_address. Internal connections are kernel socket pairs, buffered by the kernel.", fields: []fieldRule{
+		ign("buffer_size_kb"),
 	}},
 	{message: "envoy.config.bootstrap.v3.Bootstrap.DynamicResources", fields: []fieldRule{
 		f("lds_config"), f("cds_config"), f("ads_config"),
@@ -174,7 +179,8 @@ var supportedFields = []messageRules{
 	}},
 
 	// Addresses and metadata.
-	{message: "envoy.config.core.v3.Address", fields: []fieldRule{f("socket_address")}},
+	{message: "envoy.config.core.v3.Address", fields: []fieldRule{f("socket_address"), f("envoy_internal_address")}},
+	{message: "envoy.config.core.v3.EnvoyInternalAddress", fields: []fieldRule{f("server_listener_name"), f("endpoint_id")}},
 	{message: "envoy.config.core.v3.SocketAddress", fields: socketAddress},
 	{message: "envoy.config.core.v3.CidrRange", fields: []fieldRule{f("address_prefix"), f("prefix_len")}},
 	{message: "envoy.config.core.v3.Metadata", fields: []fieldRule{opq("filter_metadata")}},
@@ -185,7 +191,9 @@ var supportedFields = []messageRules{
 	{message: "envoy.config.listener.v3.Listener", fields: []fieldRule{
 		f("name"), f("address"), f("filter_chains"), f("default_filter_chain"), f("listener_filters"),
 		f("stat_prefix"), ign("traffic_direction"), opq("metadata"), f("udp_listener_config"),
+		f("internal_listener"),
 	}},
+	{message: "envoy.config.listener.v3.Listener.InternalListenerConfig", note: "A listener without a socket, reached by clusters whose endpoints name it (envoy_internal_address).", fields: []fieldRule{}},
 	{message: "envoy.config.listener.v3.UdpListenerConfig", note: "Read for a UDP listener (socket_address.protocol UDP), which must be a QUIC listener serving HTTP/3.", fields: []fieldRule{
 		f("quic_options"), f("downstream_socket_config"),
 	}},
@@ -221,8 +229,13 @@ var supportedFields = []messageRules{
 	}},
 
 	// TCP proxy.
-	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", note: "Plain TCP proxying; tunneling_config is not supported yet. upstream_flush_* stats stay 0.", fields: []fieldRule{
+	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", note: "upstream_flush_* stats stay 0.", fields: []fieldRule{
 		f("stat_prefix"), f("cluster"), f("weighted_clusters"), f("idle_timeout"), f("max_connect_attempts"),
+		f("tunneling_config"),
+	}},
+	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig", note: "Over HTTP/1.1 CONNECT, HTTP/2 CONNECT and POST. The propagated response headers and trailers are kept on the connection; hop has no access log that reads them yet.", fields: []fieldRule{
+		f("hostname"), f("use_post"), f("post_path"), f("headers_to_add"),
+		f("propagate_response_headers"), f("propagate_response_trailers"),
 	}},
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", fields: []fieldRule{f("clusters")}},
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", fields: []fieldRule{
@@ -274,7 +287,7 @@ var supportedFields = []messageRules{
 
 	// HTTP filters.
 	{message: "envoy.extensions.filters.http.router.v3.Router", fields: []fieldRule{
-		f("suppress_envoy_headers"), ign("start_child_span"),
+		f("suppress_envoy_headers"), ign("start_child_span"), f("reject_connect_request_early_data"),
 	}},
 	{message: "envoy.extensions.filters.http.buffer.v3.Buffer", fields: []fieldRule{f("max_request_bytes")}},
 	{message: "envoy.config.route.v3.FilterConfig", note: "Per-route: turns a filter off (or on, if the HCM lists it disabled). config only with is_optional, and is then skipped: no filter hop implements has per-route settings.", fields: []fieldRule{
@@ -312,7 +325,10 @@ var supportedFields = []messageRules{
 	{message: "envoy.config.route.v3.RouteAction.UpgradeConfig", fields: []fieldRule{
 		f("upgrade_type"), f("enabled"), f("connect_config"),
 	}},
-	{message: "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig", fields: []fieldRule{f("allow_post")}},
+	{message: "envoy.config.route.v3.RouteAction.UpgradeConfig.ConnectConfig", fields: []fieldRule{f("allow_post"), f("proxy_protocol_config")}},
+	{message: "envoy.config.core.v3.ProxyProtocolConfig", note: "PROXY protocol header written on terminated CONNECT tunnels; TLVs are not written.", fields: []fieldRule{
+		enum("version", "V1", "V2"),
+	}},
 	{message: "envoy.config.route.v3.WeightedCluster", fields: []fieldRule{f("clusters"), f("total_weight")}},
 	{message: "envoy.config.route.v3.WeightedCluster.ClusterWeight", fields: []fieldRule{f("name"), f("weight")}},
 	{message: "envoy.config.route.v3.RedirectAction", fields: []fieldRule{
@@ -338,16 +354,19 @@ var supportedFields = []messageRules{
 	// pkg/upstream checks clusters again, with more precise messages
 	// (for example for load_assignment.endpoints[].priority).
 	{message: "envoy.config.cluster.v3.Cluster", note: "http2_protocol_options and protocol_selection are the deprecated forms of typed_extension_protocol_options, and cannot be combined with it.", fields: []fieldRule{
-		f("name"), f("alt_stat_name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS"), f("eds_cluster_config"),
-		enum("lb_policy", "ROUND_ROBIN", "RANDOM"), f("connect_timeout"), f("load_assignment"),
+		f("name"), f("alt_stat_name"), enum("type", "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"), f("eds_cluster_config"),
+		enum("lb_policy", "ROUND_ROBIN", "RANDOM", "CLUSTER_PROVIDED"), f("original_dst_lb_config"), f("connect_timeout"), f("load_assignment"),
 		f("dns_refresh_rate"), f("dns_jitter"), f("dns_failure_refresh_rate"), f("dns_lookup_family"),
 		f("respect_dns_ttl"), f("per_connection_buffer_limit_bytes"), f("common_http_protocol_options"),
 		f("http_protocol_options"), f("typed_extension_protocol_options"), ign("circuit_breakers"),
 		f("transport_socket"), f("max_requests_per_connection"), f("upstream_bind_config"),
 		f("upstream_connection_options"), f("common_lb_config"), opq("metadata"),
-		ign("wait_for_warm_on_init"), ign("cleanup_interval"), f("protocol_selection"),
+		ign("wait_for_warm_on_init"), f("cleanup_interval"), f("protocol_selection"),
 		ign("close_connections_on_host_health_failure"), ign("ignore_health_on_host_removal"),
 		f("http2_protocol_options"),
+	}},
+	{message: "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig", fields: []fieldRule{
+		f("use_http_header"), f("http_header_name"), f("upstream_port_override"),
 	}},
 	{message: "envoy.config.cluster.v3.Cluster.EdsClusterConfig", fields: []fieldRule{f("eds_config"), f("service_name")}},
 	{message: "envoy.config.cluster.v3.Cluster.RefreshRate", fields: []fieldRule{f("base_interval"), f("max_interval")}},
