@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
-	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	subst "github.com/hopproxy/hop/pkg/format"
 )
 
 // Formatter supplies the per-stream values that header substitution
@@ -73,14 +74,7 @@ func (r *Route) MutateResponseHeaders(h http.Header, f Formatter) {
 // configuration) headers_to_add and headers_to_remove.
 type headerMutation struct {
 	remove []string // canonical keys
-	add    []headerAdd
-}
-
-type headerAdd struct {
-	key       string // canonical
-	value     format
-	action    corev3.HeaderValueOption_HeaderAppendAction
-	keepEmpty bool
+	add    subst.HeadersToAdd
 }
 
 // compileMutation returns nil when both lists are empty.
@@ -89,43 +83,17 @@ func compileMutation(adds []*corev3.HeaderValueOption, removes []string, addPath
 		return nil, nil
 	}
 	m := &headerMutation{}
-	for i, o := range adds {
-		path := fmt.Sprintf("%s[%d]", addPath, i)
-		key := o.GetHeader().GetKey()
-		if !isModifiableHeader(key) {
-			return nil, fmt.Errorf("router: %s.header.key: %q: \":\"-prefixed or host headers may not be modified", path, key)
-		}
-		action := o.GetAppendAction()
-		if o.GetAppend() != nil {
-			if action != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
-				return nil, fmt.Errorf("router: %s: both append and append_action are set and it's not allowed", path)
-			}
-			if !o.GetAppend().GetValue() {
-				action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-			}
-		}
-		f, err := parseFormat(o.GetHeader().GetValue(), path+".header.value")
-		if err != nil {
-			return nil, err
-		}
-		m.add = append(m.add, headerAdd{
-			key:       textproto.CanonicalMIMEHeaderKey(key),
-			value:     f,
-			action:    action,
-			keepEmpty: o.GetKeepEmptyValue(),
-		})
+	var err error
+	if m.add, err = subst.CompileHeadersToAdd(adds, addPath, routerCommands); err != nil {
+		return nil, fmt.Errorf("router: %w", err)
 	}
 	for i, k := range removes {
-		if !isModifiableHeader(k) {
+		if !subst.IsModifiableHeader(k) {
 			return nil, fmt.Errorf("router: %s[%d]: %q: \":\"-prefixed or host headers may not be removed", removePath, i, k)
 		}
 		m.remove = append(m.remove, textproto.CanonicalMIMEHeaderKey(k))
 	}
 	return m, nil
-}
-
-func isModifiableHeader(key string) bool {
-	return !strings.HasPrefix(key, ":") && !strings.EqualFold(key, "host")
 }
 
 // apply follows Envoy's HeaderParser::evaluateHeaders: remove, then
@@ -135,41 +103,9 @@ func (m *headerMutation) apply(h http.Header, ctx *evalContext) {
 	for _, k := range m.remove {
 		delete(h, k)
 	}
-	type op struct {
-		key, value string
-		overwrite  bool
+	if m.add.Len() == 0 {
+		return
 	}
-	var buf [8]op
-	ops := buf[:0]
-	for i := range m.add {
-		a := &m.add[i]
-		v := a.value.eval(ctx)
-		if v == "" && !a.keepEmpty {
-			continue
-		}
-		switch a.action {
-		case corev3.HeaderValueOption_ADD_IF_ABSENT:
-			if len(h[a.key]) == 0 {
-				ops = append(ops, op{key: a.key, value: v})
-			}
-		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-			if len(h[a.key]) > 0 {
-				ops = append(ops, op{key: a.key, value: v, overwrite: true})
-			}
-		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
-			ops = append(ops, op{key: a.key, value: v, overwrite: true})
-		default: // APPEND_IF_EXISTS_OR_ADD
-			ops = append(ops, op{key: a.key, value: v})
-		}
-	}
-	for _, o := range ops {
-		if o.overwrite {
-			h[o.key] = []string{o.value}
-		}
-	}
-	for _, o := range ops {
-		if !o.overwrite {
-			h[o.key] = append(h[o.key], o.value)
-		}
-	}
+	env := ctx.env()
+	m.add.Apply(h, &env)
 }

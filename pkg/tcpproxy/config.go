@@ -6,8 +6,17 @@
 // Compile turns a TcpProxy proto into an immutable Config once per
 // snapshot; Config.Serve proxies one accepted connection. The splice runs
 // on a tunnel.Tracker, tagged with the listener, so that drains and
-// shutdown can cut it like any other tunnel. tunneling_config (TCP over
-// HTTP CONNECT/POST) is not implemented yet and is rejected.
+// shutdown can cut it like any other tunnel.
+//
+// With tunneling_config the bytes ride an HTTP request to the cluster
+// instead of a raw connection, as Envoy's HttpUpstream: an HTTP/1.1
+// CONNECT (or chunked POST) on a connection of its own, or an HTTP/2
+// CONNECT (or POST) stream multiplexed with other tunnels on the
+// cluster's shared connections. The request's hostname and headers are
+// substitution formats (pkg/format) evaluated per connection. The
+// downstream is not read until the upstream accepted the tunnel (any 2xx
+// on HTTP/1.1, exactly 200 on HTTP/2); a refusal counts as a connect
+// failure and is retried up to max_connect_attempts.
 package tcpproxy
 
 import (
@@ -40,6 +49,7 @@ type Config struct {
 	totalWeight uint32     // sum of the weights; 0 with a single cluster
 	idle        time.Duration
 	maxAttempts int
+	tunnel      *tunneling // nil without tunneling_config
 	st          *stats.Store
 	stats       proxyStats
 }
@@ -52,7 +62,8 @@ type weighted struct {
 
 // proxyStats are the tcp.<stat_prefix>.* stats hop keeps.
 // upstream_flush_* exist for dashboards but stay 0: hop does not keep an
-// upstream connection open to flush after the downstream has gone.
+// upstream connection open to flush after the downstream has gone (and
+// Envoy never counts them for HTTP tunnels).
 type proxyStats struct {
 	cxTotal, noRoute, rxBytes, txBytes, idleTimeout, flushTotal *stats.Counter
 	flushActive                                                 *stats.Gauge
@@ -75,7 +86,7 @@ func newProxyStats(st *stats.Store, prefix string) proxyStats {
 // field is rejected.
 var accepted = map[protoreflect.Name]bool{
 	"stat_prefix": true, "cluster": true, "weighted_clusters": true,
-	"idle_timeout": true, "max_connect_attempts": true,
+	"idle_timeout": true, "max_connect_attempts": true, "tunneling_config": true,
 }
 
 // Compile checks p and compiles it. Errors name the field path and start
@@ -138,6 +149,12 @@ func Compile(p *tcpv3.TcpProxy, st *stats.Store) (*Config, error) {
 		}
 		c.maxAttempts = int(min(m.GetValue(), 1<<16)) // keep a typo from looping for hours
 	}
+	if tc := p.GetTunnelingConfig(); tc != nil {
+		var err error
+		if c.tunnel, err = compileTunneling(tc); err != nil {
+			return nil, err
+		}
+	}
 	c.stats = newProxyStats(st, c.statPrefix)
 	return c, nil
 }
@@ -169,3 +186,8 @@ func (c *Config) IdleTimeout() time.Duration { return c.idle }
 
 // MaxConnectAttempts is the compiled max_connect_attempts.
 func (c *Config) MaxConnectAttempts() int { return c.maxAttempts }
+
+// UsesServerName reports whether serving a connection reads
+// Downstream.ServerName (a tunneling format uses
+// %REQUESTED_SERVER_NAME%), so that callers find the SNI only then.
+func (c *Config) UsesServerName() bool { return c.tunnel != nil && c.tunnel.usesServerName }

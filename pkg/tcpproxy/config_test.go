@@ -38,7 +38,7 @@ func TestCompile(t *testing.T) {
 		{"no cluster", &tcpv3.TcpProxy{StatPrefix: "t"}, want{}, "tcp_proxy: cluster_specifier: one of cluster or weighted_clusters is required"},
 		{"empty cluster", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("")}, want{}, "tcp_proxy: cluster: must not be empty"},
 		{"tunneling_config", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"),
-			TunnelingConfig: &tcpv3.TcpProxy_TunnelingConfig{Hostname: "h:443"}}, want{}, "tcp_proxy: tunneling_config: unsupported field"},
+			TunnelingConfig: &tcpv3.TcpProxy_TunnelingConfig{Hostname: "h:443"}}, want{time.Hour, 1, 1}, ""},
 		{"downstream_idle_timeout", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"),
 			DownstreamIdleTimeout: durationpb.New(time.Second)}, want{}, "tcp_proxy: downstream_idle_timeout: unsupported field"},
 		{"attempts 0", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"), MaxConnectAttempts: wrapperspb.UInt32(0)},

@@ -28,10 +28,13 @@ type Env struct {
 // The idle timeout runs from the start, as Envoy's does: a connect phase
 // longer than it ends the connection and counts idle_timeout.
 //
+// With tunneling_config the upstream side is an HTTP tunnel (see the
+// package comment) and info feeds the formats of its request.
+//
 // onClose (may be nil) runs once when the downstream connection is gone,
 // whoever ended it. On any failure down is closed (Envoy closes without
 // sending anything).
-func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, onClose func()) {
+func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, info Downstream, onClose func()) {
 	c.stats.cxTotal.Inc()
 	finish := func() {
 		if onClose != nil {
@@ -43,6 +46,10 @@ func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, o
 		c.stats.noRoute.Inc()
 		down.Close()
 		finish()
+		return
+	}
+	if c.tunnel != nil {
+		c.serveTunnel(ctx, env, owner, down, info, cl, finish)
 		return
 	}
 	up, err := c.connect(ctx, cl)

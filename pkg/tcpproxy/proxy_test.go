@@ -25,7 +25,7 @@ import (
 
 const testTimeout = 10 * time.Second
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
@@ -34,7 +34,7 @@ func testCtx(t *testing.T) context.Context {
 
 // rig is a tcp_proxy served on a loopback listener, with its clusters.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	st     *stats.Store
 	cm     *upstream.Manager
 	tr     *tunnel.Tracker
@@ -44,12 +44,23 @@ type rig struct {
 }
 
 // newRig starts the proxy for p; clusters maps cluster name → endpoint.
-func newRig(t *testing.T, p *tcpv3.TcpProxy, clusters map[string]string) *rig {
+func newRig(t testing.TB, p *tcpv3.TcpProxy, clusters map[string]string) *rig {
+	t.Helper()
+	var cs []*clusterv3.Cluster
+	for name, ep := range clusters {
+		cs = append(cs, staticCluster(t, name, ep))
+	}
+	return newRigWith(t, p, Downstream{}, cs...)
+}
+
+// newRigWith starts the proxy for p with these clusters; every
+// connection is served with info.
+func newRigWith(t testing.TB, p *tcpv3.TcpProxy, info Downstream, clusters ...*clusterv3.Cluster) *rig {
 	t.Helper()
 	r := &rig{t: t, st: stats.New(), tr: &tunnel.Tracker{}, closed: make(chan struct{}, 1024)}
 	r.cm = upstream.NewManager(r.st, nil)
-	for name, ep := range clusters {
-		if _, err := r.cm.Add(staticCluster(t, name, ep)); err != nil {
+	for _, c := range clusters {
+		if _, err := r.cm.Add(c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,7 +84,7 @@ func newRig(t *testing.T, p *tcpv3.TcpProxy, clusters map[string]string) *rig {
 			if err != nil {
 				return
 			}
-			go cfg.Serve(ctx, env, r, c, func() { r.closed <- struct{}{} })
+			go cfg.Serve(ctx, env, r, c, info, func() { r.closed <- struct{}{} })
 		}
 	}()
 	t.Cleanup(func() {
@@ -88,7 +99,7 @@ func newRig(t *testing.T, p *tcpv3.TcpProxy, clusters map[string]string) *rig {
 	return r
 }
 
-func staticCluster(t *testing.T, name, addr string) *clusterv3.Cluster {
+func staticCluster(t testing.TB, name, addr string) *clusterv3.Cluster {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -147,7 +158,7 @@ func (r *rig) stat(name string) int64 {
 
 // serve runs handle for every connection accepted on a new loopback
 // listener until the test ends, and returns the listener's address.
-func serve(t *testing.T, handle func(*net.TCPConn)) string {
+func serve(t testing.TB, handle func(*net.TCPConn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -88,8 +88,12 @@ func abort(c net.Conn) {
 func Splice(a, b net.Conn, aPrelude, bPrelude []byte, opt Options) Result {
 	s := &splice{a: a, b: b, idle: opt.IdleTimeout}
 	s.lastActive.Store(time.Now().UnixNano())
-	_, aTCP := raw(a).(*net.TCPConn)
-	_, bTCP := raw(b).(*net.TCPConn)
+	// Each end's raw connection is asked for once, here: a wrapper still
+	// replaying buffered bytes is read through by both directions' setup
+	// otherwise, racing with the reads that drain it.
+	ra, rb := raw(a), raw(b)
+	_, aTCP := ra.(*net.TCPConn)
+	_, bTCP := rb.(*net.TCPConn)
 	s.kernel = aTCP && bTCP
 	if s.idle > 0 && !s.kernel {
 		// Streams cannot always resume a read after a deadline (an HTTP/2
@@ -101,9 +105,9 @@ func Splice(a, b net.Conn, aPrelude, bPrelude []byte, opt Options) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ba = s.copy(a, b, bPrelude) // b → a
+		ba = s.copy(a, ra, rb, bPrelude) // b → a
 	}()
-	ab := s.copy(b, a, aPrelude) // a → b
+	ab := s.copy(b, rb, ra, aPrelude) // a → b
 	wg.Wait()
 	if s.watchdog != nil {
 		s.watchdog.Stop()
@@ -159,8 +163,9 @@ func (s *splice) checkIdle() {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copy moves bytes from src to dst and returns how many.
-func (s *splice) copy(dst, src net.Conn, prelude []byte) int64 {
+// copy moves bytes from src to dst and returns how many. The prelude is
+// written through dst; rdst and rsrc are what raw gave for dst and src.
+func (s *splice) copy(dst, rdst, rsrc net.Conn, prelude []byte) int64 {
 	var total int64
 	if len(prelude) > 0 {
 		n, err := dst.Write(prelude)
@@ -170,7 +175,6 @@ func (s *splice) copy(dst, src net.Conn, prelude []byte) int64 {
 			return total
 		}
 	}
-	rdst, rsrc := raw(dst), raw(src)
 	var n int64
 	var err error
 	if s.kernel {

@@ -119,12 +119,31 @@ func (d *H2Downstream) closeBody() { d.closeOnce.Do(func() { d.body.Close() }) }
 // HTTP/3) client stream: writes go into the request body, reads come from
 // the response body. CloseWrite ends the request body (END_STREAM), which
 // is a true half-close; Close releases the stream; Abort resets it.
+//
+// After CloseWrite, Close first waits (at most closeGrace, or until Abort)
+// for the HTTP/2 client to be done with the request body, so that the
+// END_STREAM it still has to write is not turned into RST_STREAM by the
+// release: a tunnel whose both directions ended goes without a reset, as
+// with Envoy.
 type H2Upstream struct {
 	streamAddrs
 	pw     *io.PipeWriter
 	body   io.ReadCloser
 	cancel context.CancelFunc
 	once   sync.Once
+
+	sent      chan struct{} // closed when the client closed the request body
+	ended     atomic.Bool   // CloseWrite ran
+	aborted   chan struct{}
+	abortOnce sync.Once
+}
+
+// closeGrace bounds Close's wait for a pending END_STREAM: a peer that
+// never opens its flow-control window must not keep an ended tunnel alive.
+const closeGrace = 30 * time.Second
+
+func newH2Upstream(pw *io.PipeWriter, body io.ReadCloser, cancel context.CancelFunc, sent chan struct{}) *H2Upstream {
+	return &H2Upstream{pw: pw, body: body, cancel: cancel, sent: sent, aborted: make(chan struct{})}
 }
 
 // Write sends bytes on the request stream.
@@ -134,10 +153,23 @@ func (u *H2Upstream) Write(p []byte) (int, error) { return u.pw.Write(p) }
 func (u *H2Upstream) Read(p []byte) (int, error) { return u.body.Read(p) }
 
 // CloseWrite ends the request stream.
-func (u *H2Upstream) CloseWrite() error { return u.pw.Close() }
+func (u *H2Upstream) CloseWrite() error {
+	u.ended.Store(true)
+	return u.pw.Close()
+}
 
-// Close ends both directions.
+// Close ends both directions, once the END_STREAM of an ended request
+// went out.
 func (u *H2Upstream) Close() error {
+	if u.ended.Load() && u.sent != nil {
+		t := time.NewTimer(closeGrace)
+		select {
+		case <-u.sent:
+		case <-u.aborted:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	u.once.Do(func() {
 		u.pw.Close()
 		u.body.Close()
@@ -146,13 +178,28 @@ func (u *H2Upstream) Close() error {
 	return nil
 }
 
-// Abort resets the stream.
+// Abort resets the stream, and cuts short a Close waiting for END_STREAM.
 func (u *H2Upstream) Abort() {
+	u.abortOnce.Do(func() { close(u.aborted) })
 	u.pw.CloseWithError(errAborted)
 	u.Close()
 }
 
 var errAborted = errors.New("tunnel: aborted")
+
+// sentBody tells, by closing sent, that the HTTP/2 client closed the
+// request body: it does once it wrote END_STREAM or gave the stream up.
+type sentBody struct {
+	io.ReadCloser
+	sent chan struct{}
+	once sync.Once
+}
+
+func (b *sentBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() { close(b.sent) })
+	return err
+}
 
 func addrOf(hostport string) net.Addr {
 	a, err := net.ResolveTCPAddr("tcp", hostport)

@@ -94,7 +94,8 @@ func OpenH2Connect(ctx context.Context, roundTrip func(*http.Request) (*http.Res
 // for the response head; the pipe's writer becomes the tunnel's write side.
 func openStream(ctx context.Context, roundTrip func(*http.Request) (*http.Response, error), out *http.Request, accept func(int) bool) (*Upstream, error) {
 	pr, pw := io.Pipe()
-	out.Body = pr
+	sent := make(chan struct{})
+	out.Body = &sentBody{ReadCloser: pr, sent: sent}
 	sctx, cancel := context.WithCancel(context.Background())
 	out = out.WithContext(sctx)
 	stop := context.AfterFunc(ctx, cancel)
@@ -111,7 +112,7 @@ func openStream(ctx context.Context, roundTrip func(*http.Request) (*http.Respon
 		pw.Close()
 		return nil, ctx.Err()
 	}
-	conn := &H2Upstream{pw: pw, body: res.Body, cancel: cancel}
+	conn := newH2Upstream(pw, res.Body, cancel, sent)
 	if res.Request != nil && res.Request.URL != nil {
 		conn.remote = addrOf(res.Request.URL.Host)
 	}
