@@ -7,7 +7,9 @@
 //	→ reconcile listeners (bind new sockets, move kept ones, close removed)
 //
 // It owns the long-lived parts: the cluster manager, the tunnel tracker and
-// the listener manager.
+// the listener manager, and wires the one into the other for internal
+// listeners: a cluster endpoint with an envoy_internal_address connects
+// through listener.Manager.DialInternal (upstream.Options.InternalDial).
 package dataplane
 
 import (
@@ -76,7 +78,14 @@ const DefaultDrainTime = 600 * time.Second
 // (--drain-time-s).
 func New(log *slog.Logger, st *stats.Store, drain time.Duration) *DataPlane {
 	d := &DataPlane{log: log, st: st, reg: Registry(), Tunnels: &tunnel.Tracker{}, endpoints: map[string]*endpointv3.ClusterLoadAssignment{}}
-	d.Clusters = upstream.NewManager(st, log.With("component", "upstream"))
+	// Clusters reach internal listeners through the listener manager,
+	// which is created below (it needs the clusters itself); the closure
+	// reads d.Listeners only when a connection is made.
+	d.Clusters = upstream.NewManagerWithOptions(st, log.With("component", "upstream"), upstream.Options{
+		InternalDial: func(ctx context.Context, name string) (net.Conn, error) {
+			return d.Listeners.DialInternal(ctx, name)
+		},
+	})
 	env := &hcm.Env{Clusters: d.Clusters, Tunnels: d.Tunnels, Log: log.With("component", "hcm")}
 	d.Listeners = listener.New(log.With("component", "listener"), st, env, drain)
 	return d

@@ -2,6 +2,12 @@
 // connections, picks each connection's filter chain and hands the connection
 // to that chain's server. A connection stays with the chain it was accepted
 // on for its whole life.
+//
+// Internal listeners (Envoy's envoy.bootstrap.internal_listener) have no
+// socket: DialInternal makes a kernel socket pair and hands its server end
+// to the listener's accept loop, which serves it like an accepted TCP
+// connection. pkg/dataplane wires DialInternal into pkg/upstream, so that
+// clusters whose endpoints carry an envoy_internal_address reach them.
 package listener
 
 import (
@@ -186,9 +192,14 @@ func (m *Manager) bindLocked(l *snapshot.Listener) error {
 	if l.QUIC != nil {
 		return m.bindQUICLocked(l)
 	}
-	ln, err := net.Listen("tcp", l.Address)
-	if err != nil {
-		return fmt.Errorf("listener %q: bind %s: %w", l.Name, l.Address, err)
+	var ln net.Listener
+	if l.Internal {
+		ln = newInternalListener(l.Name)
+	} else {
+		var err error
+		if ln, err = net.Listen("tcp", l.Address); err != nil {
+			return fmt.Errorf("listener %q: bind %s: %w", l.Name, l.Address, err)
+		}
 	}
 	sc := m.st.Tagged("listener", l.StatName, "envoy_listener_address")
 	a := &active{
@@ -341,22 +352,30 @@ func (m *Manager) acceptLoop(a *active) {
 		m.mu.Lock()
 		cfg, servers := a.cfg, a.servers
 		m.mu.Unlock()
+		sc := c.(socketConn) // *net.TCPConn, or an internal connection
 		if cfg.SniffTLS || cfg.HasTLS {
 			// Reading the ClientHello and the TLS handshake may take a
 			// while: not on this loop.
 			m.wg.Add(1)
 			go func() {
 				defer m.wg.Done()
-				m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+				m.dispatch(a, cfg, servers, sc)
 			}()
 		} else {
-			m.dispatch(a, cfg, servers, c.(*net.TCPConn))
+			m.dispatch(a, cfg, servers, sc)
 		}
 	}
 }
 
+// socketConn is an accepted connection: a *net.TCPConn, or the server end
+// of an internal connection.
+type socketConn interface {
+	net.Conn
+	CloseWrite() error
+}
+
 // dispatch picks the filter chain of one connection.
-func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snapshot.FilterChain]*hcm.Server, c *net.TCPConn) {
+func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snapshot.FilterChain]*hcm.Server, c socketConn) {
 	release := func() { a.cxActive.Dec(); a.cxDestr.Inc() }
 	info := snapshot.ConnInfo{
 		Dst: addrPort(c.LocalAddr()),

@@ -61,7 +61,7 @@ type chainPickKey struct{}
 // sameSocket reports whether a listener's new config can keep the socket
 // of its old one: same address and same protocol (TCP or UDP/QUIC).
 func sameSocket(a, b *snapshot.Listener) bool {
-	return a.Address == b.Address && (a.QUIC == nil) == (b.QUIC == nil)
+	return a.Address == b.Address && (a.QUIC == nil) == (b.QUIC == nil) && a.Internal == b.Internal
 }
 
 // bindQUICLocked binds a QUIC listener and starts accepting.

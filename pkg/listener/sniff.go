@@ -11,13 +11,12 @@ import (
 
 // peekedConn replays bytes read while sniffing before reading the socket.
 type peekedConn struct {
-	net.Conn // always a *net.TCPConn
-	tcp      *net.TCPConn
-	buf      []byte
+	socketConn
+	buf []byte
 }
 
-func newPeeked(c *net.TCPConn, buf []byte) *peekedConn {
-	return &peekedConn{Conn: c, tcp: c, buf: buf}
+func newPeeked(c socketConn, buf []byte) *peekedConn {
+	return &peekedConn{socketConn: c, buf: buf}
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) {
@@ -26,19 +25,17 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 		c.buf = c.buf[n:]
 		return n, nil
 	}
-	return c.tcp.Read(p)
+	return c.socketConn.Read(p)
 }
 
-// CloseWrite half-closes the connection.
-func (c *peekedConn) CloseWrite() error { return c.tcp.CloseWrite() }
-
-// TCPConn hands the raw connection to tunnel.Splice once the replayed bytes
-// are consumed (tunnel.Unwrapper).
+// TCP hands the raw TCP connection to tunnel.Splice once the replayed
+// bytes are consumed (tunnel.Unwrapper); nil for an internal connection.
 func (c *peekedConn) TCP() *net.TCPConn {
 	if len(c.buf) > 0 {
 		return nil
 	}
-	return c.tcp
+	tc, _ := c.socketConn.(*net.TCPConn)
+	return tc
 }
 
 // recorder records what crypto/tls reads and refuses to write.
@@ -60,7 +57,7 @@ var errSniffDone = errors.New("listener: sniff done")
 // sniffTLS reads the start of a connection as Envoy's tls_inspector does.
 // For a TLS ClientHello it returns "tls", the SNI and the ALPN list;
 // otherwise "raw_buffer". The returned conn replays every byte read.
-func sniffTLS(c *net.TCPConn, timeout time.Duration) (net.Conn, string, string, []string) {
+func sniffTLS(c socketConn, timeout time.Duration) (net.Conn, string, string, []string) {
 	c.SetReadDeadline(time.Now().Add(timeout))
 	defer c.SetReadDeadline(time.Time{})
 	first := make([]byte, 1)

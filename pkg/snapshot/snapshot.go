@@ -70,8 +70,13 @@ func EDSServiceName(c *clusterv3.Cluster) string {
 type Listener struct {
 	Proto    *listenerv3.Listener
 	Name     string // the listener's name, or its address when unnamed
-	Address  string // host:port to bind
+	Address  string // host:port to bind; "" for an internal listener
 	StatName string // listener.<StatName>.* stats
+	// Internal is set for a listener with internal_listener (Envoy's
+	// envoy.bootstrap.internal_listener): it has no socket and is reached
+	// by name from clusters whose endpoints carry an
+	// envoy_internal_address, through listener.Manager.DialInternal.
+	Internal bool
 	Chains   []*FilterChain
 	Default  *FilterChain // default_filter_chain, may be nil
 	// SniffTLS is true when a tls_inspector listener filter is configured
@@ -165,7 +170,7 @@ func Compile(b Bundle, reg *filter.Registry, st *stats.Store, prev *Snapshot, ta
 		if l.QUIC != nil {
 			addrKey = "udp:" + addrKey
 		}
-		if seenAddr[addrKey] {
+		if !l.Internal && seenAddr[addrKey] {
 			return nil, fmt.Errorf("listeners[%d]: address %s is already used by another listener", i, l.Address)
 		}
 		seenName[l.Name], seenAddr[addrKey] = true, true
@@ -217,28 +222,9 @@ func (l *Listener) RouteConfigNames() []string {
 // CompileListener compiles one listener; routes resolves RDS names (see
 // hcm.Compile).
 func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.Store, routes hcm.RouteSource) (*Listener, error) {
-	sa := lp.GetAddress().GetSocketAddress()
-	if sa == nil {
-		return nil, fmt.Errorf("address: only socket_address is supported")
-	}
-	if sa.GetPortSpecifier() == nil {
-		return nil, fmt.Errorf("address.socket_address: port_value is required")
-	}
-	addr := net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
-	l := &Listener{Proto: lp, Name: lp.GetName(), Address: addr}
-	if sa.GetProtocol() == corev3.SocketAddress_UDP {
-		q, err := hcm.CompileQUIC(lp.GetUdpListenerConfig())
-		if err != nil {
-			return nil, err
-		}
-		l.QUIC = q
-	}
-	l.StatName = lp.GetStatPrefix()
-	if l.StatName == "" {
-		l.StatName = stats.ListenerStatName(sa.GetAddress(), sa.GetPortValue())
-	}
-	if l.Name == "" {
-		l.Name = addr
+	l, err := compileSocket(lp)
+	if err != nil {
+		return nil, err
 	}
 	for i, lf := range lp.GetListenerFilters() {
 		switch lf.GetTypedConfig().GetTypeUrl() {
@@ -274,6 +260,51 @@ func CompileListener(lp *listenerv3.Listener, reg *filter.Registry, st *stats.St
 	l.SniffTLS = l.SniffTLS && l.needsTLSInfo()
 	for _, fc := range l.allChains() {
 		l.HasTLS = l.HasTLS || (fc.TLS != nil && !fc.QUIC)
+	}
+	return l, nil
+}
+
+// compileSocket compiles what a listener listens on: a socket address
+// (TCP, or UDP for QUIC) or, with internal_listener, nothing but its name,
+// with Envoy's errors for the mix-ups.
+func compileSocket(lp *listenerv3.Listener) (*Listener, error) {
+	l := &Listener{Proto: lp, Name: lp.GetName(), StatName: lp.GetStatPrefix()}
+	if lp.GetInternalListener() != nil {
+		if lp.GetAddress() != nil {
+			return nil, fmt.Errorf("address: error adding listener '%s': address should not be used when an internal listener config is provided", lp.GetName())
+		}
+		if l.Name == "" {
+			return nil, fmt.Errorf("name: an internal listener needs a name: endpoints reach it by server_listener_name")
+		}
+		l.Internal = true
+		if l.StatName == "" {
+			l.StatName = "envoy_internal_" + l.Name // as Envoy's listenerStatsScope
+		}
+		return l, nil
+	}
+	if lp.GetAddress().GetEnvoyInternalAddress() != nil {
+		return nil, fmt.Errorf("address: error adding listener named '%s': use internal_listener field instead of address for internal listeners", lp.GetName())
+	}
+	sa := lp.GetAddress().GetSocketAddress()
+	if sa == nil {
+		return nil, fmt.Errorf("address: only socket_address is supported")
+	}
+	if sa.GetPortSpecifier() == nil {
+		return nil, fmt.Errorf("address.socket_address: port_value is required")
+	}
+	l.Address = net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+	if sa.GetProtocol() == corev3.SocketAddress_UDP {
+		q, err := hcm.CompileQUIC(lp.GetUdpListenerConfig())
+		if err != nil {
+			return nil, err
+		}
+		l.QUIC = q
+	}
+	if l.StatName == "" {
+		l.StatName = stats.ListenerStatName(sa.GetAddress(), sa.GetPortValue())
+	}
+	if l.Name == "" {
+		l.Name = l.Address
 	}
 	return l, nil
 }

@@ -28,6 +28,7 @@ type clusterStats struct {
 	sslHandshake, sslConnectionError, sslFailVerifyError               *stats.Counter
 	h2Codec                                                            h2wire.Counters
 	h2KeepaliveTimeout                                                 *stats.Counter
+	odHostInvalid                                                      *stats.Counter // ORIGINAL_DST clusters only
 }
 
 func newClusterStats(st *stats.Store, s *settings) clusterStats {
@@ -61,6 +62,9 @@ func newClusterStats(st *stats.Store, s *settings) clusterStats {
 		}
 		cs.h2KeepaliveTimeout = h2.Counter("keepalive_timeout")
 	}
+	if s.kind == kindOriginalDst {
+		cs.odHostInvalid = sc.Counter("original_dst_host_invalid")
+	}
 	if s.tls != nil { // as Envoy, which creates them with the TLS context
 		ssl := sc.Sub("ssl")
 		cs.sslHandshake = ssl.Counter("handshake")
@@ -80,6 +84,9 @@ type Cluster struct {
 	st      clusterStats
 	resolve Resolver
 	dialer  net.Dialer
+	// internalDial opens connections to internal listeners
+	// (Options.InternalDial); nil when there are none.
+	internalDial InternalDialer
 
 	// Lifetime. ctx ends DNS resolution and is cancelled by retire; wg
 	// counts DNS goroutines. dialCtx ends connection attempts and is
@@ -105,22 +112,29 @@ type Cluster struct {
 	edsHosts    []*host      // EDS: the hosts of the last SetEndpoints, in its order
 	edsReceived bool         // EDS: SetEndpoints has been called
 	waiting     int          // DNS targets still waiting for their first answer, +1 for EDS until SetEndpoints
+	odList      []*host      // ORIGINAL_DST: the current hosts, in creation order
+
+	// odHosts maps an ORIGINAL_DST destination (netip.AddrPort) to its
+	// *host: read lock-free by chooseOriginalDst, written under mu along
+	// with odList.
+	odHosts sync.Map
 }
 
-func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.Logger, resolve Resolver) *Cluster {
+func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.Logger, resolve Resolver, internalDial InternalDialer) *Cluster {
 	ctx, cancel := context.WithCancel(context.Background())
 	dialCtx, dialCancel := context.WithCancel(context.Background())
 	c := &Cluster{
-		dialCtx:    dialCtx,
-		dialCancel: dialCancel,
-		proto:      pb,
-		s:          s,
-		log:        log.With("cluster", s.name),
-		st:         newClusterStats(st, s),
-		resolve:    resolve,
-		ctx:        ctx,
-		cancel:     cancel,
-		ready:      make(chan struct{}),
+		dialCtx:      dialCtx,
+		dialCancel:   dialCancel,
+		proto:        pb,
+		s:            s,
+		log:          log.With("cluster", s.name),
+		st:           newClusterStats(st, s),
+		resolve:      resolve,
+		internalDial: internalDial,
+		ctx:          ctx,
+		cancel:       cancel,
+		ready:        make(chan struct{}),
 	}
 	// KeepAlive -1: no TCP keep-alive unless tcp_keepalive enables it, as in Envoy.
 	c.dialer = net.Dialer{KeepAlive: -1, KeepAliveConfig: s.keepAlive}
@@ -129,11 +143,10 @@ func newCluster(pb *clusterv3.Cluster, s *settings, st *stats.Store, log *slog.L
 	}
 	for i := range s.endpoints {
 		t := &dnsTarget{spec: &s.endpoints[i]}
-		if ip := t.spec.ip; ip.IsValid() { // an IP literal needs no resolution
-			ap := netip.AddrPortFrom(ip, t.spec.port)
-			t.hosts = []*host{c.newHost(ap.String(), ap, attrsOf(t.spec))}
-		} else {
+		if t.spec.needsDNS() {
 			c.waiting++
+		} else { // an IP literal or an internal address needs no resolution
+			t.hosts = []*host{c.newSpecHost(t.spec)}
 		}
 		c.targets = append(c.targets, t)
 	}
@@ -152,12 +165,16 @@ func (c *Cluster) start() {
 	c.mu.Lock()
 	c.publishLocked() // the gauges may have been written by a retired predecessor
 	c.mu.Unlock()
+	if c.s.kind == kindOriginalDst {
+		c.wg.Add(1)
+		go c.cleanupLoop()
+	}
 	if c.waiting == 0 {
 		close(c.ready)
 		return
 	}
 	for _, t := range c.targets {
-		if !t.spec.ip.IsValid() {
+		if t.spec.needsDNS() {
 			c.wg.Add(1)
 			go c.resolveLoop(t)
 		}
@@ -182,9 +199,15 @@ func (c *Cluster) retire(removed bool) {
 	}
 }
 
+// newSpecHost makes the host of a resolved endpoint: an IP literal or an
+// internal address.
+func (c *Cluster) newSpecHost(ep *endpointSpec) *host {
+	return c.newHost(ep.key(), netip.AddrPortFrom(ep.ip, ep.port), ep.internal, attrsOf(ep))
+}
+
 // newHost makes a host with its connection pool.
-func (c *Cluster) newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
-	h := newHost(key, ap, a)
+func (c *Cluster) newHost(key string, ap netip.AddrPort, internal string, a *hostAttrs) *host {
+	h := newHost(key, ap, internal, a)
 	h.pool = c.newPool(h)
 	if c.s.mode != modeHTTP1 {
 		h.h2 = c.newH2Pool(h)
@@ -197,11 +220,12 @@ func (c *Cluster) newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
 // membership_change counts a set that gained or lost a host, as Envoy
 // counts updates with hosts added or removed. Callers hold mu.
 func (c *Cluster) publishLocked() {
-	hosts := make([]*host, 0, len(c.targets)+len(c.edsHosts))
+	hosts := make([]*host, 0, len(c.targets)+len(c.edsHosts)+len(c.odList))
 	for _, t := range c.targets {
 		hosts = append(hosts, t.hosts...)
 	}
 	hosts = append(hosts, c.edsHosts...)
+	hosts = append(hosts, c.odList...)
 	hs := newHostSet(hosts, c.s.lb, c.s.panicThreshold)
 	if old := c.set.Swap(hs); old != nil && !sameHostSet(old.hosts, hosts) {
 		c.st.membershipChange.Inc()
@@ -223,6 +247,9 @@ func (c *Cluster) publishLocked() {
 // chooseHost waits for the first DNS answers (or EDS assignment), then asks
 // the load balancer.
 func (c *Cluster) chooseHost(ctx context.Context) (*host, error) {
+	if c.s.kind == kindOriginalDst {
+		return c.chooseOriginalDst(ctx)
+	}
 	select {
 	case <-c.ready:
 	default:

@@ -34,6 +34,7 @@ const (
 	kindStrictDNS
 	kindLogicalDNS
 	kindEDS
+	kindOriginalDst
 )
 
 type lbKind int
@@ -41,17 +42,23 @@ type lbKind int
 const (
 	lbRoundRobin lbKind = iota
 	lbRandom
+	// lbClusterProvided is CLUSTER_PROVIDED: the cluster type chooses the
+	// host (ORIGINAL_DST, the only type hop has that provides one).
+	lbClusterProvided
 )
 
 // endpointSpec is one lb_endpoint after validation.
 type endpointSpec struct {
-	address  string     // as configured: an IP literal, or a hostname for DNS clusters
-	ip       netip.Addr // valid when address is an IP literal
-	port     uint16
-	hostname string // endpoint.hostname
-	weight   uint32
-	health   corev3.HealthStatus
-	locality *corev3.Locality
+	address string     // as configured: an IP literal, or a hostname for DNS clusters
+	ip      netip.Addr // valid when address is an IP literal
+	port    uint16
+	// internal is an envoy_internal_address's server_listener_name (then
+	// address, ip and port are unset), endpointID its endpoint_id.
+	internal, endpointID string
+	hostname             string // endpoint.hostname
+	weight               uint32
+	health               corev3.HealthStatus
+	locality             *corev3.Locality
 }
 
 // settings is a compiled Cluster: defaults applied, durations converted.
@@ -62,6 +69,7 @@ type settings struct {
 	lb             lbKind
 	endpoints      []endpointSpec // load_assignment's; none for EDS
 	edsServiceName string         // EDS: eds_cluster_config.service_name, or name
+	od             originalDst    // ORIGINAL_DST: original_dst_lb_config and cleanup_interval
 
 	connectTimeout     time.Duration
 	idleTimeout        time.Duration // 0: never close idle pooled connections
@@ -144,6 +152,8 @@ func compileCluster(c *clusterv3.Cluster) (*settings, error) {
 		if s.edsServiceName == "" {
 			s.edsServiceName = s.name
 		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		s.kind = kindOriginalDst
 	default:
 		return nil, fmt.Errorf("type: %s clusters: %w", t, ErrUnsupported)
 	}
@@ -152,8 +162,13 @@ func compileCluster(c *clusterv3.Cluster) (*settings, error) {
 		s.lb = lbRoundRobin
 	case clusterv3.Cluster_RANDOM:
 		s.lb = lbRandom
+	case clusterv3.Cluster_CLUSTER_PROVIDED:
+		s.lb = lbClusterProvided
 	default:
 		return nil, fmt.Errorf("lb_policy: %s: %w", p, ErrUnsupported)
+	}
+	if err := compileOriginalDst(c, s); err != nil {
+		return nil, err
 	}
 	if err := compileProtocol(c, s); err != nil {
 		return nil, err
@@ -263,9 +278,21 @@ func compileLocalities(lles []*endpointv3.LocalityLbEndpoints, kind clusterKind,
 }
 
 func compileEndpoint(addr *corev3.Address, kind clusterKind, path string) (endpointSpec, error) {
+	if ia := addr.GetEnvoyInternalAddress(); ia != nil {
+		// Resolution needs a socket address; EDS and STATIC take internal
+		// addresses as they are.
+		if kind == kindStrictDNS || kind == kindLogicalDNS {
+			return endpointSpec{}, fmt.Errorf("%s.envoy_internal_address: %w: DNS clusters resolve socket addresses only", path, ErrUnsupported)
+		}
+		name := ia.GetServerListenerName()
+		if name == "" {
+			return endpointSpec{}, fmt.Errorf("%s.envoy_internal_address.server_listener_name: must be set", path)
+		}
+		return endpointSpec{internal: name, endpointID: ia.GetEndpointId()}, nil
+	}
 	sa := addr.GetSocketAddress()
 	if sa == nil {
-		return endpointSpec{}, fmt.Errorf("%s: a socket_address is required", path)
+		return endpointSpec{}, fmt.Errorf("%s: a socket_address or envoy_internal_address is required", path)
 	}
 	if sa.GetProtocol() != corev3.SocketAddress_TCP {
 		return endpointSpec{}, fmt.Errorf("%s.socket_address.protocol: %w: %s", path, ErrUnsupported, sa.GetProtocol())
@@ -281,6 +308,18 @@ func compileEndpoint(addr *corev3.Address, kind clusterKind, path string) (endpo
 		return endpointSpec{}, fmt.Errorf("%s.socket_address.address: malformed IP address: %s", path, sa.GetAddress())
 	}
 	return ep, nil
+}
+
+// needsDNS reports whether the endpoint's address must be resolved.
+func (ep *endpointSpec) needsDNS() bool { return ep.internal == "" && !ep.ip.IsValid() }
+
+// key identifies a resolved endpoint: "ip:port", or for an internal
+// address Envoy's form of it, "envoy://<listener>/<endpoint_id>".
+func (ep *endpointSpec) key() string {
+	if ep.internal != "" {
+		return internalKey(ep.internal, ep.endpointID)
+	}
+	return netip.AddrPortFrom(ep.ip, ep.port).String()
 }
 
 func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {

@@ -12,6 +12,7 @@ import (
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -111,11 +112,56 @@ func TestCompileErrors(t *testing.T) {
 			isUnsup: true,
 		},
 		{
-			name: "original dst",
+			name: "original dst round robin",
 			cluster: with(func(c *clusterv3.Cluster) {
 				c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+				c.LoadAssignment = nil
 			}),
-			want:    `upstream: cluster "c": type: ORIGINAL_DST clusters: unsupported field`,
+			want: `upstream: cluster "c": lb_policy: cluster: LB policy ROUND_ROBIN is not valid for Cluster type ORIGINAL_DST. Only 'CLUSTER_PROVIDED' is allowed with cluster type 'ORIGINAL_DST'`,
+		},
+		{
+			name: "original dst with load assignment",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+				c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+			}),
+			want: `upstream: cluster "c": load_assignment: ORIGINAL_DST clusters must have no load assignment configured`,
+		},
+		{
+			name: "original dst header name without use_http_header",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+				c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+				c.LoadAssignment = nil
+				c.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{HttpHeaderName: "x-dst"}}
+			}),
+			want: `upstream: cluster "c": original_dst_lb_config.http_header_name: ORIGINAL_DST cluster: invalid config http_header_name=x-dst and use_http_header is false. Set use_http_header to true if http_header_name is desired.`,
+		},
+		{
+			name: "original dst metadata key",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+				c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+				c.LoadAssignment = nil
+				c.LbConfig = &clusterv3.Cluster_OriginalDstLbConfig_{OriginalDstLbConfig: &clusterv3.Cluster_OriginalDstLbConfig{
+					MetadataKey: &metadatav3.MetadataKey{Key: "k", Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: "p"}}}},
+				}}
+			}),
+			want:    `upstream: cluster "c": original_dst_lb_config.metadata_key: unsupported field`,
+			isUnsup: true,
+		},
+		{
+			name:    "cluster provided on a static cluster",
+			cluster: with(func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED }),
+			want:    `upstream: cluster "c": lb_policy: cluster manager: cluster provided LB specified but cluster 'c' did not provide one. Check cluster documentation.`,
+		},
+		{
+			name: "internal address on a DNS cluster",
+			cluster: with(func(c *clusterv3.Cluster) {
+				c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+				c.LoadAssignment.Endpoints[0].LbEndpoints[0] = internalEndpoint("inner", "")
+			}),
+			want:    `upstream: cluster "c": load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.envoy_internal_address: unsupported field: DNS clusters resolve socket addresses only`,
 			isUnsup: true,
 		},
 		{

@@ -11,20 +11,21 @@ import (
 	"time"
 )
 
-// connect opens a connection to h within connect_timeout: TCP, then the
-// TLS handshake when conf is non-nil (the timeout covers both, and a
-// handshake failure is a connect failure, as Envoy raises Connected only
-// after the handshake). It counts as Envoy does: upstream_cx_total and
-// upstream_cx_active from the start of the attempt; on failure
+// connect opens a connection to h within connect_timeout: TCP (or, for an
+// internal address, an in-process connection to the internal listener),
+// then the TLS handshake when conf is non-nil (the timeout covers both,
+// and a handshake failure is a connect failure, as Envoy raises Connected
+// only after the handshake). It counts as Envoy does: upstream_cx_total
+// and upstream_cx_active from the start of the attempt; on failure
 // upstream_cx_connect_fail (and upstream_cx_connect_timeout),
 // upstream_cx_destroy, and active drops again.
 //
-// It returns the connection to use (the *tls.Conn under TLS) and the TCP
-// connection below it. The attempt ends early when ctx is done (the error
+// It returns the connection to use (the *tls.Conn under TLS) and the
+// socket below it. The attempt ends early when ctx is done (the error
 // wraps ctx.Err() and is not a connect failure) or when the cluster is
 // removed.
-func (c *Cluster) connect(ctx context.Context, h *host, conf *tls.Config) (net.Conn, *net.TCPConn, error) {
-	ap := *h.addr.Load()
+func (c *Cluster) connect(ctx context.Context, h *host, conf *tls.Config) (net.Conn, socket, error) {
+	addr := h.address()
 	c.st.cxTotal.Inc()
 	c.st.cxActive.Inc()
 	h.cxTotal.Add(1)
@@ -37,32 +38,30 @@ func (c *Cluster) connect(ctx context.Context, h *host, conf *tls.Config) (net.C
 		cancel()
 	}()
 	var nc net.Conn
-	var tc *net.TCPConn
 	tlsFailed := false
-	raw, err := c.dialer.DialContext(dctx, "tcp", ap.String())
+	sock, err := c.dialSocket(dctx, h, addr)
 	if err == nil {
-		tc = raw.(*net.TCPConn)
-		nc = tc
+		nc = sock
 		if conf != nil {
 			var tlsc *tls.Conn
-			if tlsc, err = c.handshake(dctx, tc, conf); err == nil {
+			if tlsc, err = c.handshake(dctx, sock, conf); err == nil {
 				nc = tlsc
 			} else {
-				tc.Close()
+				sock.Close()
 				tlsFailed = true
 			}
 		}
 	}
 	if err == nil {
-		return nc, tc, nil
+		return nc, sock, nil
 	}
 	c.connClosed(h)
-	addr := ap.String()
 	if ctx.Err() != nil {
 		return nil, nil, fmt.Errorf("upstream: cluster %q: connect to %s: %w", c.s.name, addr, ctx.Err())
 	}
 	c.st.cxConnectFail.Inc()
 	h.cxFail.Add(1)
+	var ce *ConnectError
 	switch {
 	case c.dialCtx.Err() != nil:
 		return nil, nil, &ConnectError{ResetReason: ResetLocalConnectionFailure, Reason: "cluster removed", Host: addr, Err: err}
@@ -71,6 +70,8 @@ func (c *Cluster) connect(ctx context.Context, h *host, conf *tls.Config) (net.C
 		return nil, nil, &ConnectError{ResetReason: ResetConnectionTimeout, Host: addr, Err: err}
 	case tlsFailed:
 		return nil, nil, &ConnectError{ResetReason: ResetRemoteConnectionFailure, Reason: tlsFailureReason(err), Host: addr, Err: err}
+	case errors.As(err, &ce):
+		return nil, nil, ce
 	default:
 		return nil, nil, &ConnectError{ResetReason: ResetRemoteConnectionFailure, Reason: transportFailureReason(err), Host: addr, Err: err}
 	}
@@ -91,7 +92,10 @@ func (c *Cluster) connClosed(h *host) {
 // Dial opens a new connection to a host chosen by the cluster's
 // lb_policy, for an upgrade or a tunnel. These connections are never pooled.
 // With an UpstreamTlsContext it is a TLS connection offering only ALPN
-// "http/1.1" (an upgrade speaks HTTP/1.1 on it); Conn.TCP is nil then.
+// "http/1.1" (an upgrade speaks HTTP/1.1 on it); Conn.TCP is nil then, and
+// for an internal address (an in-process connection to an internal
+// listener). An ORIGINAL_DST cluster takes the destination from ctx's
+// LBContext (WithLBContext).
 // It waits for the cluster's first DNS answers (or, for EDS, its first
 // SetEndpoints), then for at most
 // connect_timeout (or until ctx is done). Errors are ErrNoHealthyUpstream,
@@ -104,29 +108,30 @@ func (c *Cluster) Dial(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, tc, err := c.connect(ctx, h, c.s.tlsDial)
+	nc, sock, err := c.connect(ctx, h, c.s.tlsDial)
 	if err != nil {
 		return nil, err
 	}
-	conn := &Conn{nc: nc, tcp: tc, c: c, h: h}
-	if c.s.tlsDial == nil {
+	conn := &Conn{nc: nc, sock: sock, c: c, h: h}
+	if tc, ok := sock.(*net.TCPConn); ok && c.s.tlsDial == nil {
 		conn.tc = tc
 	}
 	return conn, nil
 }
 
 // Conn is a Dial'ed upstream connection. It implements net.Conn by
-// delegating to the TCP connection, or to the TLS connection over it, and
-// counts as upstream_cx_active until Close. Always close it through
-// Conn.Close (not through TCP().Close), or the stats never see the end.
+// delegating to the socket (TCP, or an internal connection), or to the TLS
+// connection over it, and counts as upstream_cx_active until Close. Always
+// close it through Conn.Close (not through TCP().Close), or the stats
+// never see the end.
 type Conn struct {
-	// Immutable. nc carries the bytes (the *tls.Conn under TLS); tcp is
-	// the socket below it; tc is tcp when there is no TLS, else nil.
-	nc  net.Conn
-	tcp *net.TCPConn
-	tc  *net.TCPConn
-	c   *Cluster
-	h   *host
+	// Immutable. nc carries the bytes (the *tls.Conn under TLS); sock is
+	// the socket below it; tc is sock when it is TCP without TLS, else nil.
+	nc   net.Conn
+	sock socket
+	tc   *net.TCPConn
+	c    *Cluster
+	h    *host
 
 	state atomic.Uint32 // connClosed and connCounted bits
 }
@@ -138,11 +143,13 @@ const (
 
 // TCP returns the raw connection, so that io.Copy between two
 // *net.TCPConn can use splice(2). Use it for I/O only; close the Conn. It
-// is nil under TLS, where the bytes must go through the Conn.
+// is nil under TLS, where the bytes must go through the Conn, and for an
+// internal connection.
 func (c *Conn) TCP() *net.TCPConn { return c.tc }
 
-// HostAddress is the "ip:port" the connection went to.
-func (c *Conn) HostAddress() string { return c.h.addr.Load().String() }
+// HostAddress is the "ip:port" the connection went to, or the internal
+// address "envoy://<listener>/<endpoint_id>".
+func (c *Conn) HostAddress() string { return c.h.address() }
 
 // CountRequest counts the connection as one upstream request
 // (upstream_rq_total, and upstream_rq_active until Close), as Envoy does for
@@ -197,17 +204,17 @@ func (c *Conn) Close() error {
 	return err
 }
 
-// CloseWrite shuts down the sending side: a FIN to the upstream, or
-// under TLS a close_notify alert.
+// CloseWrite shuts down the sending side: a FIN to the upstream (or its
+// end of an internal connection), or under TLS a close_notify alert.
 func (c *Conn) CloseWrite() error {
-	if c.tc == nil {
-		return c.nc.(*tls.Conn).CloseWrite()
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		return tc.CloseWrite()
 	}
-	return c.tc.CloseWrite()
+	return c.sock.CloseWrite()
 }
 
 // CloseRead shuts down the reading side of the socket.
-func (c *Conn) CloseRead() error { return c.tcp.CloseRead() }
+func (c *Conn) CloseRead() error { return c.sock.CloseRead() }
 
 // Read implements net.Conn.
 func (c *Conn) Read(b []byte) (int, error) { return c.nc.Read(b) }
@@ -217,7 +224,8 @@ func (c *Conn) Write(b []byte) (int, error) { return c.nc.Write(b) }
 
 // ReadFrom implements io.ReaderFrom through the TCP connection, unwrapping
 // a *Conn source, so io.Copy into a Conn can splice. Under TLS it copies
-// through the TLS connection.
+// through the TLS connection, and for an internal connection through its
+// socket.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	if rc, ok := r.(*Conn); ok {
 		r = rc.nc
@@ -230,7 +238,8 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 
 // WriteTo implements io.WriterTo through the TCP connection, unwrapping a
 // *Conn destination, so io.Copy out of a Conn can splice. Under TLS it
-// copies through the TLS connection.
+// copies through the TLS connection, and for an internal connection
+// through its socket.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if wc, ok := w.(*Conn); ok {
 		w = wc.nc

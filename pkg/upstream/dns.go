@@ -212,7 +212,7 @@ func (c *Cluster) newHostFromDNS(key string, ap netip.AddrPort, spec *endpointSp
 	if a.hostname == "" {
 		a.hostname = spec.address
 	}
-	return c.newHost(key, ap, a)
+	return c.newHost(key, ap, "", a)
 }
 
 func defaultResolver(ctx context.Context, network, host string) ([]netip.Addr, error) {

@@ -13,7 +13,9 @@
 // upgrades as RFC 8441 extended CONNECT streams, with Cluster.RoundTrip
 // (Cluster.UpgradeProtocol says whether to try that first); tunnel and
 // tcpproxy open byte streams with Cluster.Dial and splice the returned
-// *net.TCPConn (Conn.TCP; nil under TLS). admin lists clusters and hosts
+// *net.TCPConn (Conn.TCP; nil under TLS and for internal listeners).
+// ORIGINAL_DST clusters read the destination from the context
+// (WithLBContext). admin lists clusters and hosts
 // through Manager.Clusters and Cluster.Hosts. Besides the standard library
 // and go-control-plane, the package uses golang.org/x/net/http2 (the
 // HTTP/2 client), pkg/tlsconfig (UpstreamTlsContext), pkg/h2wire (HTTP/2
@@ -92,9 +94,9 @@
 //   - type: STATIC (IP literals only, "malformed IP address" otherwise),
 //     STRICT_DNS (every address of every hostname is a host, re-resolved
 //     every dns_refresh_rate), LOGICAL_DNS (exactly one lb_endpoint; new
-//     connections go to the first address of the latest answer) and EDS
-//     (endpoints from Manager.SetEndpoints). ORIGINAL_DST and custom
-//     cluster_type are not supported yet.
+//     connections go to the first address of the latest answer), EDS
+//     (endpoints from Manager.SetEndpoints) and ORIGINAL_DST (see below).
+//     Custom cluster_type is not supported.
 //   - eds_cluster_config (required for EDS, as in Envoy; ignored by other
 //     types): eds_config is accepted whatever it holds (the xDS layer
 //     subscribes with it); service_name, or the cluster's name when empty,
@@ -104,19 +106,26 @@
 //     for balancing), load_balancing_weight (ignored without locality
 //     weighted balancing, as in Envoy), priority (must be 0),
 //     metadata; lb_endpoints[].endpoint.address.socket_address (TCP,
-//     address, port_value, ipv4_compat), endpoint.hostname,
+//     address, port_value, ipv4_compat) or .envoy_internal_address
+//     (server_listener_name, endpoint_id; STATIC and EDS clusters: see
+//     Internal listeners below), endpoint.hostname,
 //     endpoint.health_check_config (accepted; there are no active health
 //     checks), health_status, load_balancing_weight, metadata;
 //     policy.overprovisioning_factor and policy.weighted_priority_health
 //     (accepted; there is a single priority). The same fields, and only
 //     those, are accepted in a ClusterLoadAssignment from EDS, where every
-//     address must be an IP literal, as Envoy's EDS requires resolved
+//     socket address must be an IP literal, as Envoy's EDS requires resolved
 //     addresses; there cluster_name must be the EDS service name, and a
 //     repeated address keeps its first lb_endpoint, as in Envoy.
 //     policy.drop_overloads, policy.endpoint_stale_after, named_endpoints,
 //     LEDS and endpoint_name are rejected as unsupported.
 //   - lb_policy: ROUND_ROBIN (default; smooth weighted round robin when
-//     weights differ) and RANDOM (weighted). Others are unsupported.
+//     weights differ), RANDOM (weighted) and CLUSTER_PROVIDED (required by,
+//     and only valid for, ORIGINAL_DST, with Envoy's messages). Others are
+//     unsupported.
+//   - original_dst_lb_config: use_http_header, http_header_name,
+//     upstream_port_override (ORIGINAL_DST; ignored by other types).
+//     metadata_key is unsupported.
 //   - common_lb_config.healthy_panic_threshold (default 50%, 0 disables):
 //     below it, as in Envoy, hosts are chosen regardless of health.
 //   - connect_timeout (default 5s); per_connection_buffer_limit_bytes
@@ -171,13 +180,52 @@
 //     RoundTrip and Dial wait (Cluster.Ready), in place of Envoy's warming.
 //   - upstream_connection_options.tcp_keepalive; upstream_bind_config
 //     source_address (address and port_value only).
-//   - wait_for_warm_on_init, cleanup_interval,
-//     close_connections_on_host_health_failure, ignore_health_on_host_removal:
-//     accepted; they have no effect without health checks or warming by the
-//     xDS layer.
+//   - cleanup_interval (ORIGINAL_DST, default 5s; accepted elsewhere).
+//   - wait_for_warm_on_init, close_connections_on_host_health_failure,
+//     ignore_health_on_host_removal: accepted; they have no effect without
+//     health checks or warming by the xDS layer.
 //
 // The deprecated v2 field `hosts` does not exist in the v3 message and is
 // rejected by the decoder before it gets here.
+//
+// # ORIGINAL_DST clusters
+//
+// As Envoy's original_dst cluster, the cluster has no endpoints
+// (load_assignment is an error) and creates a host per destination on
+// first use. Callers hand the per-request data to Dial and RoundTrip in
+// the context: WithLBContext(ctx, LBContext{Header, DownstreamLocalAddr})
+// (Cluster.UsesLBContext says whether a cluster reads it). The
+// destination is the value of the header named by http_header_name
+// (default x-envoy-original-dst-host; ":authority" is the request's
+// authority) when use_http_header is set, else — or when the header is
+// absent or invalid — the downstream connection's original destination
+// (LBContext.DownstreamLocalAddr, which Envoy takes only from an
+// original_dst listener filter; hop has none, so callers leave it zero
+// for now); upstream_port_override then replaces
+// its port. Only the first header value counts and it must be an IP
+// address and port ("10.0.0.1:80", "[::1]:80"): a name is never resolved,
+// and an invalid value counts original_dst_host_invalid. Without a
+// destination there is no host: upstream_cx_none_healthy and
+// ErrNoHealthyUpstream (the router's 503 "no healthy upstream"). Hosts
+// appear in Hosts and the membership stats, named "<cluster><ip:port>"
+// as Envoy names them. Every cleanup_interval a host that was not chosen
+// since the previous round and has no connection (pooled ones included:
+// idle_timeout closes those) and no request leaves the cluster, as with
+// Envoy's default original_dst_rely_on_idle_timeout.
+//
+// # Internal listeners
+//
+// An endpoint with an envoy_internal_address is an internal listener of
+// this process (Envoy's envoy.bootstrap.internal_listener): its host's
+// address is "envoy://<server_listener_name>/<endpoint_id>", and its
+// connections, for Dial and for both pools, come from
+// Options.InternalDial, which pkg/dataplane wires to the listener
+// manager. They are counted like TCP connections; Conn.TCP is nil (no
+// splice), CloseWrite and CloseRead work as on TCP, and a transport
+// socket (TLS) runs over them as over TCP. When no internal listener of
+// that name is active the connect fails as in Envoy: reset reason "remote
+// connection failure", transport failure reason "immediate connect error:
+// Invalid argument|remote address:envoy://<name>/<endpoint_id>" (503).
 //
 // # Stats
 //
@@ -194,7 +242,8 @@
 // added or removed hosts; a change of weights or health alone is not
 // counted, as in Envoy), lb_healthy_panic, upstream_cx_http1_total and
 // upstream_cx_http2_total (connections by the protocol they carry; under
-// auto_config, by what ALPN chose). For TLS clusters: ssl.handshake,
+// auto_config, by what ALPN chose), original_dst_host_invalid (ORIGINAL_DST
+// clusters only; Envoy has it on every cluster). For TLS clusters: ssl.handshake,
 // ssl.connection_error and ssl.fail_verify_error. For clusters that may
 // speak HTTP/2, codec stats counted from the frames by pkg/h2wire:
 // http2.rx_reset, http2.tx_reset, http2.goaway_sent,

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"fmt"
-	"net/netip"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 )
@@ -20,8 +19,8 @@ func CompileEndpoints(cla *endpointv3.ClusterLoadAssignment) error {
 
 // compileCLA validates an EDS ClusterLoadAssignment and returns its
 // endpoints in order. Envoy's EDS needs resolved addresses, so every
-// address must be an IP literal. A repeated address keeps its first
-// lb_endpoint, as in Envoy's EdsClusterImpl.
+// address must be an IP literal (or an internal address). A repeated
+// address keeps its first lb_endpoint, as in Envoy's EdsClusterImpl.
 func compileCLA(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, error) {
 	if cla == nil {
 		return nil, nil
@@ -36,14 +35,14 @@ func compileCLA(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	seen := make(map[netip.AddrPort]bool, len(eps))
+	seen := make(map[string]bool, len(eps))
 	out := eps[:0]
 	for _, ep := range eps {
-		ap := netip.AddrPortFrom(ep.ip, ep.port)
-		if seen[ap] {
+		k := ep.key()
+		if seen[k] {
 			continue
 		}
-		seen[ap] = true
+		seen[k] = true
 		out = append(out, ep)
 	}
 	return out, nil
@@ -110,13 +109,11 @@ func (c *Cluster) setEndpoints(eps []endpointSpec) {
 	hosts := make([]*host, 0, len(eps))
 	for i := range eps {
 		ep := &eps[i]
-		ap := netip.AddrPortFrom(ep.ip, ep.port)
-		key := ap.String()
 		a := attrsOf(ep)
-		h := cur[key]
+		h := cur[ep.key()]
 		switch {
 		case h == nil:
-			h = c.newHost(key, ap, a)
+			h = c.newSpecHost(ep)
 			changed = true
 		case !h.attr().equal(a):
 			h.attrs.Store(a)

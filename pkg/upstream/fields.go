@@ -66,6 +66,10 @@ var claFields = fieldSet{
 						"port_value":  nil,
 						"ipv4_compat": nil,
 					},
+					"envoy_internal_address": {
+						"server_listener_name": nil,
+						"endpoint_id":          nil,
+					},
 				},
 				"hostname":            nil,
 				"health_check_config": nil,
@@ -89,7 +93,12 @@ var clusterFields = fieldSet{
 	"connect_timeout":                   nil,
 	"per_connection_buffer_limit_bytes": nil,
 	"lb_policy":                         nil, // checked in compile
-	"load_assignment":                   claFields,
+	"original_dst_lb_config": {
+		"use_http_header":        nil,
+		"http_header_name":       nil,
+		"upstream_port_override": nil,
+	},
+	"load_assignment": claFields,
 	"eds_cluster_config": {
 		"eds_config":   nil, // the xDS layer subscribes with it
 		"service_name": nil,

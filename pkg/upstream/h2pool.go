@@ -237,9 +237,9 @@ func (p *h2Pool) dial(d *h2Dial) {
 		conf = c.s.tlsAuto
 	}
 	var hc *h2Conn
-	nc, tc, err := c.connect(context.Background(), h, conf)
+	nc, sock, err := c.connect(context.Background(), h, conf)
 	if err == nil {
-		pc := c.newPoolConn(nc, tc, h)
+		pc := c.newPoolConn(nc, sock, h)
 		if c.s.mode == modeAuto && negotiated(nc) != alpnH2 {
 			h.alpnH1.Store(true)
 			c.st.cxHTTP1.Inc()

@@ -35,8 +35,10 @@ func (a *hostAttrs) healthy() bool {
 	return a.health == corev3.HealthStatus_UNKNOWN || a.health == corev3.HealthStatus_HEALTHY
 }
 
-// host is one upstream endpoint: for STATIC, STRICT_DNS and EDS one address,
-// for LOGICAL_DNS the single logical host whose address follows DNS.
+// host is one upstream endpoint: for STATIC, STRICT_DNS and EDS one address
+// (an internal listener's, for an envoy_internal_address), for LOGICAL_DNS
+// the single logical host whose address follows DNS, for ORIGINAL_DST one
+// destination seen in a request or connection.
 //
 // key is immutable after newHost; attrs is replaced (under Cluster.mu) when
 // an EDS update changes a kept host's weight, health, locality or hostname,
@@ -44,15 +46,25 @@ func (a *hostAttrs) healthy() bool {
 // A host survives re-resolutions and EDS updates that keep its address, so
 // its pool and counters do too.
 type host struct {
-	// key is the pool key and the address RoundTrip puts in URL.Host:
-	// "ip:port", or "hostname:port" for a LOGICAL_DNS host, whose pooled
-	// connections stay on the address they were opened to.
+	// key identifies the host and, but for internal hosts, is the address
+	// RoundTrip puts in URL.Host: "ip:port", or "hostname:port" for a
+	// LOGICAL_DNS host, whose pooled connections stay on the address they
+	// were opened to; "envoy://<listener>/<endpoint_id>" for an internal
+	// address.
 	key   string
 	attrs atomic.Pointer[hostAttrs]
 
 	// addr is where new connections go. Fixed except for LOGICAL_DNS, where
-	// the resolver goroutine stores each new first answer.
+	// the resolver goroutine stores each new first answer. Zero for an
+	// internal host.
 	addr atomic.Pointer[netip.AddrPort]
+
+	// internal is the internal listener an envoy_internal_address names;
+	// "" for a socket address. Immutable.
+	internal string
+
+	// used marks an ORIGINAL_DST host chosen since the last cleanup round.
+	used atomic.Bool
 
 	// pool is the host's HTTP/1.1 connection pool (nil only in unit tests of
 	// the load balancer); h2 its HTTP/2 pool, nil when the cluster never
@@ -76,8 +88,9 @@ type host struct {
 }
 
 // newHost makes a host without a pool; Cluster.newHost adds one.
-func newHost(key string, ap netip.AddrPort, a *hostAttrs) *host {
-	h := &host{key: key}
+// internal, when not "", makes it the host of that internal listener.
+func newHost(key string, ap netip.AddrPort, internal string, a *hostAttrs) *host {
+	h := &host{key: key, internal: internal}
 	h.attrs.Store(a)
 	h.addr.Store(&ap)
 	return h
@@ -116,12 +129,40 @@ func (h *host) closeIdle() {
 	}
 }
 
+// markUsed sets the ORIGINAL_DST used mark, writing only when it is unset
+// so that busy hosts do not bounce a cache line between cores.
+func (h *host) markUsed() {
+	if !h.used.Load() {
+		h.used.Store(true)
+	}
+}
+
+// address is where the host's connections go, for admin and Conn:
+// "ip:port", or the internal address.
+func (h *host) address() string {
+	if h.internal != "" {
+		return h.key
+	}
+	return h.addr.Load().String()
+}
+
+// urlHost is what RoundTrip puts in URL.Host: the key, or for an internal
+// host a placeholder that is a valid host name (net/http needs one; the
+// request's own Host header is what goes on the wire).
+func (h *host) urlHost() string {
+	if h.internal != "" {
+		return internalURLHost
+	}
+	return h.key
+}
+
 // attr returns the host's current attributes.
 func (h *host) attr() *hostAttrs { return h.attrs.Load() }
 
 // HostInfo describes one host for admin's /clusters.
 type HostInfo struct {
-	// Address is the "ip:port" new connections go to.
+	// Address is the "ip:port" new connections go to, or an internal
+	// address "envoy://<listener>/<endpoint_id>".
 	Address string
 	// Hostname is the endpoint's hostname field, or the DNS name it was
 	// resolved from.
@@ -146,7 +187,7 @@ type HostInfo struct {
 func (h *host) info() HostInfo {
 	a := h.attr()
 	hi := HostInfo{
-		Address:       h.addr.Load().String(),
+		Address:       h.address(),
 		Hostname:      a.hostname,
 		Weight:        a.weight,
 		HealthStatus:  a.health.String(),
@@ -197,7 +238,7 @@ func newHostSet(hosts []*host, lb lbKind, panicThreshold float64) *hostSet {
 	} else if len(candidates) == 0 {
 		candidates = degraded
 	}
-	if len(candidates) > 0 {
+	if len(candidates) > 0 && lb != lbClusterProvided { // ORIGINAL_DST picks by destination
 		hs.pick = newPicker(lb, candidates)
 	}
 	return hs

@@ -17,7 +17,7 @@ func testHosts(weights []uint32, health []corev3.HealthStatus) []*host {
 		if health != nil {
 			ep.health = health[i]
 		}
-		hs = append(hs, newHost("h"+strconv.Itoa(i), netip.AddrPortFrom(netip.IPv4Unspecified(), 1), attrsOf(ep)))
+		hs = append(hs, newHost("h"+strconv.Itoa(i), netip.AddrPortFrom(netip.IPv4Unspecified(), 1), "", attrsOf(ep)))
 	}
 	return hs
 }

@@ -17,14 +17,20 @@ type Options struct {
 	// Resolver resolves STRICT_DNS and LOGICAL_DNS hostnames. Nil means
 	// net.DefaultResolver.LookupNetIP. Tests inject their own.
 	Resolver Resolver
+
+	// InternalDial connects to the internal listener of that name, for
+	// endpoints with an envoy_internal_address (see InternalDialer). Nil
+	// means there are no internal listeners: every such connection fails.
+	InternalDial InternalDialer
 }
 
 // Manager owns every cluster of the process. It is safe for concurrent use.
 type Manager struct {
 	// Immutable after NewManager.
-	st      *stats.Store
-	log     *slog.Logger
-	resolve Resolver
+	st           *stats.Store
+	log          *slog.Logger
+	resolve      Resolver
+	internalDial InternalDialer
 
 	// mu serialises Add, Remove and Close (each may wait for a retired
 	// cluster's DNS goroutines, which exit as soon as their context is
@@ -51,10 +57,11 @@ func NewManagerWithOptions(st *stats.Store, log *slog.Logger, opts Options) *Man
 		resolve = defaultResolver
 	}
 	return &Manager{
-		st:       st,
-		log:      log.With("component", "upstream"),
-		resolve:  resolve,
-		clusters: map[string]*Cluster{},
+		st:           st,
+		log:          log.With("component", "upstream"),
+		resolve:      resolve,
+		internalDial: opts.InternalDial,
+		clusters:     map[string]*Cluster{},
 	}
 }
 
@@ -81,7 +88,7 @@ func (m *Manager) Add(c *clusterv3.Cluster) (*Cluster, error) {
 	if old != nil && proto.Equal(old.proto, c) {
 		return old, nil
 	}
-	nc := newCluster(proto.Clone(c).(*clusterv3.Cluster), s, m.st, m.log, m.resolve)
+	nc := newCluster(proto.Clone(c).(*clusterv3.Cluster), s, m.st, m.log, m.resolve, m.internalDial)
 	if s.kind == kindEDS && len(c.GetLoadAssignment().GetEndpoints()) > 0 {
 		nc.log.Warn("load_assignment endpoints of an EDS cluster are ignored, as in Envoy; its endpoints come from EDS")
 	}

@@ -57,11 +57,11 @@ func (c *Cluster) dialH1(ctx context.Context, h *host) (net.Conn, error) {
 		}
 		conf = c.s.tlsAuto
 	}
-	nc, tc, err := c.connect(ctx, h, conf)
+	nc, sock, err := c.connect(ctx, h, conf)
 	if err != nil {
 		return nil, err
 	}
-	pc := c.newPoolConn(nc, tc, h)
+	pc := c.newPoolConn(nc, sock, h)
 	if c.s.mode == modeAuto {
 		if negotiated(nc) == alpnH2 {
 			h.alpnH1.Store(false)
@@ -89,16 +89,16 @@ func negotiated(nc net.Conn) string {
 // max_requests_per_connection) and its own end. It deliberately has no
 // ReadFrom, so request bodies are written through Write and counted.
 type poolConn struct {
-	nc       net.Conn     // the *tls.Conn under TLS, else tc
-	tc       *net.TCPConn // the socket
+	nc       net.Conn // the *tls.Conn under TLS, else sock
+	sock     socket   // TCP, or an internal connection
 	c        *Cluster
 	h        *host
 	requests atomic.Int64 // uses, for max_requests_per_connection
 	closed   atomic.Bool
 }
 
-func (c *Cluster) newPoolConn(nc net.Conn, tc *net.TCPConn, h *host) *poolConn {
-	return &poolConn{nc: nc, tc: tc, c: c, h: h}
+func (c *Cluster) newPoolConn(nc net.Conn, sock socket, h *host) *poolConn {
+	return &poolConn{nc: nc, sock: sock, c: c, h: h}
 }
 
 func (pc *poolConn) Read(b []byte) (int, error) {
@@ -128,7 +128,7 @@ func (pc *poolConn) CloseWrite() error {
 	if tc, ok := pc.nc.(*tls.Conn); ok {
 		return tc.CloseWrite()
 	}
-	return pc.tc.CloseWrite()
+	return pc.sock.CloseWrite()
 }
 
 func (pc *poolConn) LocalAddr() net.Addr                { return pc.nc.LocalAddr() }

@@ -64,7 +64,7 @@ func (c *Cluster) RoundTrip(req *http.Request) (*http.Response, error) {
 	if c.s.tls != nil {
 		req.URL.Scheme = "https"
 	}
-	req.URL.Host = h.key
+	req.URL.Host = h.urlHost()
 	if req.Header == nil {
 		req.Header = make(http.Header)
 	}

@@ -91,10 +91,10 @@ type verifyError struct{ err error }
 func (e *verifyError) Error() string { return e.err.Error() }
 func (e *verifyError) Unwrap() error { return e.err }
 
-// handshake runs the TLS client handshake on tc within ctx, counting
+// handshake runs the TLS client handshake on sock within ctx, counting
 // ssl.handshake or ssl.connection_error (and ssl.fail_verify_error).
-func (c *Cluster) handshake(ctx context.Context, tc *net.TCPConn, conf *tls.Config) (*tls.Conn, error) {
-	conn := tls.Client(tc, conf)
+func (c *Cluster) handshake(ctx context.Context, sock net.Conn, conf *tls.Config) (*tls.Conn, error) {
+	conn := tls.Client(sock, conf)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		c.st.sslConnectionError.Inc()
 		var ve *verifyError

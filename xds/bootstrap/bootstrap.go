@@ -11,7 +11,9 @@
 // semantics, as Envoy does: scalars replace, messages merge, repeated fields
 // append. --service-node and --service-cluster then override node.id and
 // node.cluster. Finally the whole Bootstrap is validated by
-// resource.Validate (allowlist, extension table, protoc-gen-validate rules).
+// resource.Validate (allowlist, extension table, protoc-gen-validate rules),
+// and, as Envoy does, a static listener with internal_listener needs the
+// envoy.bootstrap.internal_listener bootstrap extension.
 //
 // Every error names the field path in Envoy's snake_case form, for example
 // "bootstrap: static_resources.clusters[0].conect_timeout: unknown field".
@@ -91,7 +93,40 @@ func Load(o Options) (*bootstrapv3.Bootstrap, error) {
 	if err := resource.Validate(b); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
+	if err := checkInternalListeners(b); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
 	return b, nil
+}
+
+// InternalListenerType is the type URL of the bootstrap extension that
+// enables internal listeners (envoy.bootstrap.internal_listener).
+const InternalListenerType = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+
+// InternalListenersEnabled reports whether b's bootstrap_extensions enable
+// internal listeners, which Envoy requires for any listener with
+// internal_listener.
+func InternalListenersEnabled(b *bootstrapv3.Bootstrap) bool {
+	for _, e := range b.GetBootstrapExtensions() {
+		if e.GetTypedConfig().GetTypeUrl() == InternalListenerType {
+			return true
+		}
+	}
+	return false
+}
+
+// checkInternalListeners refuses a static listener with internal_listener
+// when the bootstrap extension is missing, with Envoy's message.
+func checkInternalListeners(b *bootstrapv3.Bootstrap) error {
+	if InternalListenersEnabled(b) {
+		return nil
+	}
+	for i, l := range b.GetStaticResources().GetListeners() {
+		if l.GetInternalListener() != nil {
+			return fmt.Errorf("static_resources.listeners[%d]: error adding listener named '%s': InternalListener bootstrap extension is mandatory", i, l.GetName())
+		}
+	}
+	return nil
 }
 
 // isJSON reports whether Envoy would read path as JSON.

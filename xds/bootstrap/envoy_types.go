@@ -4,10 +4,11 @@ package bootstrap
 // that a typed_config naming an extension it was built without still parses
 // (and is_optional can skip it). hop does the same for the extension
 // categories its allowlist can reach: HTTP, network, listener and UDP
-// filters, transport sockets, access loggers and upstream options. Such a
-// config then fails with "unsupported extension type" (or is skipped when
-// optional) rather than "unknown type". Other Envoy extension types are not
-// registered and are reported as unknown.
+// filters, transport sockets, access loggers, upstream options and
+// bootstrap extensions. Such a config then fails with "unsupported
+// extension type" (or is skipped when optional) rather than "unknown
+// type". Other Envoy extension types are not registered and are reported
+// as unknown.
 //
 // The OpenTelemetry access logger is left out: it needs a module hop does
 // not depend on.
@@ -16,7 +17,7 @@ package bootstrap
 //
 //	cd $(go env GOMODCACHE)/github.com/envoyproxy/go-control-plane/envoy@VERSION &&
 //	find extensions/filters/{http,network,listener,udp} extensions/transport_sockets \
-//	  extensions/access_loggers extensions/upstreams -name '*.pb.go' -printf '%h\n' |
+//	  extensions/access_loggers extensions/upstreams extensions/bootstrap -name '*.pb.go' -printf '%h\n' |
 //	  sort -u | grep -v open_telemetry
 
 import (
@@ -29,6 +30,10 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stats/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/wasm/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/dynamic_modules/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/internal_listener/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/reverse_tunnel/downstream_socket_interface/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/reverse_tunnel/upstream_socket_interface/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/a2a/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/adaptive_concurrency/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/admission_control/v3"
