@@ -52,7 +52,12 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.Env = s
 	defer s.finish()
 
+	keepPath := false
 	if r.ProtoMajor >= 2 {
+		// A CONNECT with :protocol carries a :path; `:protocol bytestream`
+		// stays a CONNECT and its path still takes part in route matching
+		// (envoy-semantics.md §2.3).
+		keepPath = r.Method == http.MethodConnect && r.Header.Get(protocolHeader) != ""
 		// An extended CONNECT becomes GET + Upgrade + Connection here, as
 		// Envoy's HTTP/2 and HTTP/3 codecs hand it on.
 		s.ExtendedConnect = tunnel.FromExtendedConnect(r)
@@ -78,8 +83,8 @@ func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mutateRequest(r, upgradeType != "")
 
 	rreq := router.Request{Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(), Header: r.Header, IsConnect: r.Method == http.MethodConnect}
-	if rreq.IsConnect {
-		rreq.Path = "" // an HTTP/1.1 CONNECT has no :path
+	if rreq.IsConnect && !keepPath {
+		rreq.Path = "" // a plain CONNECT has no :path
 	}
 	s.VirtualHost, s.Route = cfg.routes.Match(&rreq)
 
@@ -171,9 +176,15 @@ func (s *stream) mutateRequest(r *http.Request, upgrade bool) {
 		appendHeader(h, "Via", cfg.via, ", ")
 	}
 	if cfg.stripAnyPort || cfg.stripMatchingPort {
-		if host, port, err := net.SplitHostPort(r.Host); err == nil {
+		if _, port, err := net.SplitHostPort(r.Host); err == nil {
 			if cfg.stripAnyPort || port == s.localPort() {
-				r.Host = host
+				r.Host = r.Host[:len(r.Host)-len(port)-1] // an IPv6 literal keeps its brackets
+				if r.Method == http.MethodConnect || s.ExtendedConnect {
+					// Envoy's envoy.router.original_connect_port: the
+					// router puts the port back before the request goes
+					// upstream (OriginalConnectPort).
+					s.connectPort = port
+				}
 			}
 		}
 	}

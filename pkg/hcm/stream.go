@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -30,6 +31,14 @@ type stream struct {
 	rw  *responseWriter
 
 	raw *rawWriter // the writer of an upgrade request (nil otherwise)
+
+	// connectPort is the port strip_any_host_port or
+	// strip_matching_host_port took off a CONNECT's authority, for the
+	// router to put back (OriginalConnectPort); "" otherwise.
+	connectPort string
+	// early watches an HTTP/2 or HTTP/3 request body for bytes that
+	// arrive before the response starts (WatchEarlyData); nil otherwise.
+	early *earlyBody
 
 	upgradeCounted bool // downstream_cx_upgrades_active was incremented
 	tunnelStarted  bool // a tunnel owns the end-of-stream accounting now
@@ -151,15 +160,21 @@ func (s *stream) setServer(h http.Header) {
 // translations (envoy-semantics.md §4.3): an HTTP/1.1 client gets 101 (an
 // HTTP/2 upstream's 200 becomes 101 with Upgrade and Connection added); an
 // HTTP/2 or HTTP/3 client gets 200 without Upgrade, Connection or a
-// Content-Length of "0".
+// Content-Length of "0". A CONNECT is answered with the upstream's 2xx
+// itself (202 stays 202; a terminated one with hop's 200), without
+// Content-Length or Transfer-Encoding on any protocol
+// (envoy-semantics.md §3.2, §3.3). A POST terminated under allow_post is
+// answered 200 on its own stream, whatever the protocol: over HTTP/1.1
+// the request body (de-chunked) feeds the upstream and the upstream's
+// bytes are the chunked response body.
 func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 	h := up.Response.Header
 	s.PrepareResponse(fs, h)
-	if fs.Req.ProtoMajor == 1 {
-		if fs.Req.Method == http.MethodConnect {
-			// A CONNECT is answered with the 2xx itself (a terminated one
-			// with hop's 200), without Content-Length or
-			// Transfer-Encoding (envoy-semantics.md §3.2, §3.3).
+	connect := fs.Req.Method == http.MethodConnect
+	if s.raw != nil {
+		// An HTTP/1.1 upgrade or CONNECT: the connection becomes the
+		// tunnel.
+		if connect {
 			h.Del("Upgrade")
 			h.Del("Connection")
 			h.Del("Content-Length")
@@ -172,17 +187,30 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 		h.Del("Content-Length")
 		return s.startH1Tunnel(fs, up, http.StatusSwitchingProtocols)
 	}
+	status := http.StatusOK
+	if connect {
+		status = up.Response.StatusCode
+	}
 	h.Del("Upgrade")
 	h.Del("Connection")
-	if h.Get("Content-Length") == "0" {
+	if connect || h.Get("Content-Length") == "0" {
 		h.Del("Content-Length")
 	}
 	dst := s.rw.Header()
 	for k, v := range h {
 		dst[k] = v
 	}
-	s.rw.WriteHeader(http.StatusOK)
-	s.cfg.stats.countStatus(http.StatusOK)
+	rc := http.NewResponseController(s.rw)
+	if fs.Req.ProtoMajor == 1 {
+		// net/http would otherwise drain the request body before the
+		// response starts.
+		if err := rc.EnableFullDuplex(); err != nil {
+			up.Conn.Close()
+			return fmt.Errorf("hcm: full duplex: %w", err)
+		}
+	}
+	s.rw.WriteHeader(status)
+	s.cfg.stats.countStatus(status)
 	s.tunnelStarted = true
 	opt := s.tunnelOptions(fs)
 	group := connTrackFrom(fs.Req.Context()).group()
@@ -193,30 +221,34 @@ func (s *stream) StartTunnel(fs *filter.Stream, up *tunnel.Upstream) error {
 			s.endStream()
 			return fmt.Errorf("hcm: take the HTTP/3 stream over: %w", err)
 		}
-		s.mgr.env.Tunnels.Go(group, down, up.Conn, nil, up.Buffered, opt, s.tunnelDone)
+		var dc net.Conn = down
+		if s.early != nil {
+			dc = &h3EarlyConn{H3Downstream: down, early: s.early}
+		}
+		s.mgr.env.Tunnels.Go(group, dc, up.Conn, nil, up.Buffered, opt, s.tunnelDone)
 		return nil
 	}
-	// HTTP/2: the stream lives as long as this handler, so the tunnel runs
-	// here and the response ends when it returns.
-	if err := http.NewResponseController(s.rw).Flush(); err != nil {
+	// HTTP/2 (and an HTTP/1.1 POST): the stream lives as long as this
+	// handler, so the tunnel runs here and the response ends when it
+	// returns.
+	if err := rc.Flush(); err != nil {
 		up.Conn.Close()
 		s.endStream()
-		return fmt.Errorf("hcm: send the upgrade response: %w", err)
+		return fmt.Errorf("hcm: send the tunnel response: %w", err)
 	}
 	down := tunnel.NewH2Downstream(s.rw, fs.Req)
 	s.tunnelDone(s.mgr.env.Tunnels.Run(group, down, up.Conn, nil, up.Buffered, opt))
+	if fs.Req.ProtoMajor == 1 && down.Aborted() {
+		// The chunked body must not look complete.
+		panic(http.ErrAbortHandler)
+	}
 	return nil
 }
 
 // startH1Tunnel writes the response head on the hijacked HTTP/1.1
-// connection and splices it with the upstream on a tracker goroutine.
+// connection of an upgrade or CONNECT (s.raw is set) and splices it with
+// the upstream on a tracker goroutine.
 func (s *stream) startH1Tunnel(fs *filter.Stream, up *tunnel.Upstream, status int) error {
-	if s.raw == nil {
-		// Only an upgrade takes its connection over; the router does not
-		// terminate an HTTP/1.1 request that is not one.
-		up.Conn.Close()
-		return errors.New("hcm: an HTTP/1.1 tunnel needs an upgrade request")
-	}
 	down, err := s.raw.conn()
 	if err != nil {
 		up.Conn.Close()

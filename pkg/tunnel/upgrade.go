@@ -96,7 +96,9 @@ func openStream(ctx context.Context, roundTrip func(*http.Request) (*http.Respon
 	pr, pw := io.Pipe()
 	sent := make(chan struct{})
 	out.Body = &sentBody{ReadCloser: pr, sent: sent}
-	sctx, cancel := context.WithCancel(context.Background())
+	// The stream outlives ctx (which bounds only the wait for the answer)
+	// but keeps its values: a cluster may choose its host from them.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	out = out.WithContext(sctx)
 	stop := context.AfterFunc(ctx, cancel)
 	res, err := roundTrip(out)

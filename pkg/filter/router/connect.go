@@ -2,6 +2,9 @@ package router
 
 import (
 	"net/http"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/hopproxy/hop/pkg/filter"
 	routes "github.com/hopproxy/hop/pkg/router"
@@ -9,14 +12,51 @@ import (
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
+// What the router needs from the connection manager for CONNECT beyond
+// filter.Env. Package hcm implements both on its Env; another Env simply
+// goes without (no port to restore, early data never seen).
+type (
+	// connectPorter gives the port the connection manager stripped from a
+	// CONNECT's authority (strip_any_host_port, strip_matching_host_port),
+	// Envoy's envoy.router.original_connect_port.
+	connectPorter interface {
+		OriginalConnectPort(s *filter.Stream) string
+	}
+	// earlyDataWatcher tells whether the client sent payload before the
+	// response started (reject_connect_request_early_data): WatchEarlyData
+	// once before connecting upstream, EarlyData right before answering.
+	earlyDataWatcher interface {
+		WatchEarlyData(s *filter.Stream)
+		EarlyData(s *filter.Stream) bool
+	}
+)
+
+// restoreConnectPort appends the port the connection manager stripped from
+// a CONNECT's authority, unless the authority (rewritten meanwhile) has a
+// port again, as Envoy's finalizeRequestHeaders does.
+func restoreConnectPort(s *filter.Stream) {
+	cp, ok := s.Env.(connectPorter)
+	if !ok {
+		return
+	}
+	port := cp.OriginalConnectPort(s)
+	if port == "" || hasPort(s.Req.Host) {
+		return
+	}
+	s.Req.Host += ":" + port
+}
+
+// hasPort reports whether an authority ends with a port ("[::1]:80" does,
+// "[::1]" and "example.com" do not).
+func hasPort(host string) bool {
+	i := strings.LastIndexByte(host, ':')
+	return i >= 0 && i > strings.LastIndexByte(host, ']')
+}
+
 // terminates reports whether the route terminates the request as raw TCP
 // (route upgrade_configs CONNECT with connect_config, envoy-semantics.md
-// §3.3): an accepted CONNECT, or a POST when allow_post is set.
-//
-// A POST is terminated on HTTP/2 and HTTP/3 downstreams only: there its
-// body is a byte stream of its own. An HTTP/1.1 POST on such a route is
-// proxied as an ordinary request (a gap: Envoy terminates its de-chunked
-// body too).
+// §3.3): an accepted CONNECT, or a POST when allow_post is set — on every
+// protocol; over HTTP/1.1 the POST's body, de-framed, is the byte stream.
 func terminates(s *filter.Stream, rt *routes.Route) bool {
 	cc := rt.ConnectConfig()
 	if cc == nil {
@@ -26,28 +66,49 @@ func terminates(s *filter.Stream, rt *routes.Route) bool {
 	case http.MethodConnect:
 		return s.UpgradeType != ""
 	case http.MethodPost:
-		return cc.GetAllowPost() && s.UpgradeType == "" && s.Req.ProtoMajor >= 2
+		return cc.GetAllowPost() && s.UpgradeType == ""
 	}
 	return false
 }
 
-// serveTerminate opens a TCP connection to the routed cluster and hands it
-// to the connection manager as an accepted tunnel: the request headers are
-// not sent, a 200 goes downstream once the connection exists, and whatever
-// the client sent after its request head (early data included) is spliced
-// upstream. A connect failure is Envoy's 503 local reply.
+// serveTerminate opens a TCP connection to the routed cluster (an
+// ORIGINAL_DST one picks the host from the request's headers, :authority
+// included) and hands it to the connection manager as an accepted tunnel:
+// the request headers are not sent (a PROXY protocol header is, first,
+// with proxy_protocol_config), a 200 goes downstream once the connection
+// exists, and whatever the client sent after its request head (early data
+// included) is spliced upstream; a request that ended with its headers
+// half-closes the upstream at once. A connect failure is Envoy's 503
+// local reply. With
+// reject_connect_request_early_data, a CONNECT whose client sent payload
+// before the 200 is answered 400 and the upstream connection closed
+// unused.
 //
 // Envoy then resets an HTTP/2 stream with CONNECT_ERROR; x/net's server
 // gives a handler no way to pick a reset code, so the client gets the 503
 // and, as the request side is still open, RST_STREAM(NO_ERROR).
-func (f *routerFilter) serveTerminate(s *filter.Stream, cl *upstream.Cluster) {
+func (f *routerFilter) serveTerminate(s *filter.Stream, cl *upstream.Cluster, cc *routev3.RouteAction_UpgradeConfig_ConnectConfig) {
 	ctx := s.Req.Context()
-	conn, err := cl.Dial(ctx)
+	early := f.watchEarlyData(s)
+	conn, err := cl.Dial(lbContext(ctx, cl, s.Req))
 	if err != nil {
 		f.upstreamFailure(s, cl, ctx, err)
 		return
 	}
 	conn.CountRequest()
+	if early != nil && early.EarlyData(s) {
+		conn.Close()
+		s.LocalReply(http.StatusBadRequest, "", "early_connect_data")
+		return
+	}
+	if pp := cc.GetProxyProtocolConfig(); pp != nil {
+		hdr := proxyProtocolHeader(pp.GetVersion(), s.DownstreamRemoteAddress(), s.DownstreamLocalAddress())
+		if _, err := conn.Write(hdr); err != nil {
+			conn.Close()
+			f.upstreamFailure(s, cl, ctx, &tunnel.ResetError{Err: err})
+			return
+		}
+	}
 	up := &tunnel.Upstream{
 		Conn:     conn,
 		Response: &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody},
@@ -57,4 +118,18 @@ func (f *routerFilter) serveTerminate(s *filter.Stream, cl *upstream.Cluster) {
 	// StartTunnel owns both ends from here on; a failure there means the
 	// downstream is gone and there is nobody to answer.
 	_ = s.Env.StartTunnel(s, up)
+}
+
+// watchEarlyData starts watching for early CONNECT payload when the router
+// rejects it; nil otherwise.
+func (f *routerFilter) watchEarlyData(s *filter.Stream) earlyDataWatcher {
+	if !f.rejectConnectEarlyData || s.Req.Method != http.MethodConnect {
+		return nil
+	}
+	w, ok := s.Env.(earlyDataWatcher)
+	if !ok {
+		return nil
+	}
+	w.WatchEarlyData(s)
+	return w
 }

@@ -1,8 +1,10 @@
 // Package router is envoy.filters.http.router, the terminal HTTP filter: it
 // answers direct responses and redirects, picks the route's cluster, and
-// forwards the request upstream — as an ordinary HTTP/1.1 exchange through
-// the cluster's connection pool, or, for an accepted upgrade, on a fresh
-// connection that becomes a tunnel when the upstream answers 101.
+// forwards the request upstream: an ordinary exchange through the
+// cluster's connection pool; an accepted upgrade or CONNECT as a request
+// whose stream (or connection) becomes a tunnel once the upstream accepts
+// it; or, on a route with connect_config, a CONNECT (or allow_post POST)
+// terminated into a TCP connection to the cluster.
 package router
 
 import (
@@ -40,12 +42,19 @@ func (Builder) Compile(m proto.Message) (filter.Factory, error) {
 	if !ok {
 		return nil, fmt.Errorf("router: unexpected config type %T", m)
 	}
-	f := &routerFilter{suppressEnvoyHeaders: cfg.GetSuppressEnvoyHeaders()}
+	f := &routerFilter{
+		suppressEnvoyHeaders:   cfg.GetSuppressEnvoyHeaders(),
+		rejectConnectEarlyData: cfg.GetRejectConnectRequestEarlyData().GetValue(),
+	}
 	return func(filter.Handler) filter.Handler { return f }, nil
 }
 
+// routerFilter is one compiled Router config; immutable.
 type routerFilter struct {
 	suppressEnvoyHeaders bool
+	// rejectConnectEarlyData: a CONNECT whose client sent payload before
+	// the response started is answered 400 (reject_connect_request_early_data).
+	rejectConnectEarlyData bool
 }
 
 func (f *routerFilter) Serve(s *filter.Stream) {
@@ -81,31 +90,38 @@ func (f *routerFilter) Serve(s *filter.Stream) {
 		s.LocalReply(rt.ClusterNotFoundStatus, "", "cluster_not_found")
 		return
 	}
+
+	// Envoy's finalizeRequestHeaders: header mutations (their formatters
+	// see the authority as the connection manager left it), the CONNECT
+	// port put back, host rewrite, path rewrite.
+	out := s.Req
+	rt.MutateRequestHeaders(out.Header, streamFormatter{s})
+	restoreConnectPort(s)
+	if rt.HostRewriteLiteral != "" {
+		out.Host = rt.HostRewriteLiteral
+	}
 	if terminates(s, rt) {
-		f.serveTerminate(s, cl)
+		f.serveTerminate(s, cl, rt.ConnectConfig())
 		return
 	}
-
-	out := s.Req
-	rt.MutateRequestHeaders(out.Header, s)
 	if uri := rt.RewritePath(out.URL.RequestURI()); uri != out.URL.RequestURI() {
 		u, err := url.ParseRequestURI(uri)
 		if err == nil {
 			out.URL.Path, out.URL.RawPath, out.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
 		}
 	}
-	if rt.HostRewriteLiteral != "" {
-		out.Host = rt.HostRewriteLiteral
-	}
 	timeout, _ := s.Env.Timeouts(s)
 	if timeout > 0 && !f.suppressEnvoyHeaders {
 		out.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(timeout.Milliseconds(), 10))
 	}
-	if s.UpgradeType != "" {
+	switch {
+	case s.UpgradeType != "" && out.Method == http.MethodConnect:
+		f.serveConnect(s, cl)
+	case s.UpgradeType != "":
 		f.serveUpgrade(s, cl, timeout)
-		return
+	default:
+		f.serveHTTP(s, cl, timeout)
 	}
-	f.serveHTTP(s, cl, timeout)
 }
 
 // serveHTTP forwards an ordinary request through the cluster's pool.
@@ -116,7 +132,7 @@ func (f *routerFilter) serveHTTP(s *filter.Stream, cl *upstream.Cluster, timeout
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	out := s.Req.WithContext(ctx)
+	out := s.Req.WithContext(lbContext(ctx, cl, s.Req))
 	u := *s.Req.URL // RoundTrip sets the endpoint in the URL; keep the downstream's intact
 	out.URL = &u
 	out.RequestURI = ""
@@ -220,3 +236,21 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 }
 
 const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+
+// streamFormatter lets header formatters read the request itself
+// (%REQ(:authority)%, %REQ(:path)%, ...): a routes.RequestFormatter over
+// the stream. It is one pointer, so passing it as an interface costs
+// nothing; Request builds the view when a route has mutations.
+type streamFormatter struct{ *filter.Stream }
+
+func (f streamFormatter) Request() *routes.Request {
+	r := f.Req
+	rr := &routes.Request{Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(), Header: r.Header, Scheme: "http"}
+	if r.TLS != nil {
+		rr.Scheme = "https"
+	}
+	if r.Method == http.MethodConnect && r.URL.Path == "" {
+		rr.Path = "" // a plain CONNECT has no :path
+	}
+	return rr
+}
