@@ -17,6 +17,9 @@ var forbidden = map[string]map[string]string{
 	"pkg/stats": {
 		"pkg/": "stats is the bottom layer; everything may use it, it uses nothing of hop",
 	},
+	"pkg/format": {
+		"pkg/": "the substitution formatter is a leaf; routes and tcp_proxy use it",
+	},
 	"pkg/router": {
 		"pkg/hcm":                "the route table is pure matching; the connection manager uses it, not the reverse",
 		"pkg/upstream":           "route matching does no I/O",
