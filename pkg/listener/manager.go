@@ -407,7 +407,7 @@ func (m *Manager) dispatch(a *active, cfg *snapshot.Listener, servers map[*snaps
 		conn = tc
 	}
 	if fc.TCP != nil {
-		m.serveTCPProxy(a, fc, conn, release, !cfg.SniffTLS && !cfg.HasTLS)
+		m.serveTCPProxy(a, fc, conn, info.ServerName, release, !cfg.SniffTLS && !cfg.HasTLS)
 		return
 	}
 	srv := servers[fc]

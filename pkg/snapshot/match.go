@@ -206,11 +206,18 @@ func (l *Listener) Match(c *ConnInfo) *FilterChain {
 	return cands[0]
 }
 
-// needsTLSInfo reports whether any chain looks at SNI, ALPN or the
-// transport protocol.
+// needsTLSInfo reports whether any chain is chosen by SNI, ALPN or the
+// transport protocol, or has a tcp_proxy that formats the SNI into its
+// tunnel request (%REQUESTED_SERVER_NAME%): only then does the
+// tls_inspector's work pay.
 func (l *Listener) needsTLSInfo() bool {
 	for _, fc := range l.Chains {
 		if len(fc.match.serverNames) > 0 || len(fc.match.alpn) > 0 || fc.match.transport != "" {
+			return true
+		}
+	}
+	for _, fc := range l.allChains() {
+		if fc.TCP != nil && fc.TCP.UsesServerName() {
 			return true
 		}
 	}
