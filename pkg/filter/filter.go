@@ -103,6 +103,16 @@ type Env interface {
 	// Timeouts returns the route timeout to apply to the upstream request
 	// and the idle timeout of the stream.
 	Timeouts(s *Stream) (route, idle time.Duration)
+	// OriginalConnectPort is the port the connection manager stripped
+	// from a CONNECT's authority (strip_any_host_port,
+	// strip_matching_host_port; Envoy's envoy.router.original_connect_port),
+	// for the router to put back; "" when none was.
+	OriginalConnectPort(s *Stream) string
+	// WatchEarlyData starts watching for payload a CONNECT client sends
+	// before the response starts (reject_connect_request_early_data);
+	// EarlyData, called right before answering, tells whether any came.
+	WatchEarlyData(s *Stream)
+	EarlyData(s *Stream) bool
 	// Counters the router bumps under the connection manager's stat prefix.
 	CountNoRoute()
 	CountNoCluster()

@@ -13,8 +13,7 @@ import (
 // What the connection manager offers the router for CONNECT beyond
 // filter.Env: the port taken off a CONNECT's authority, and whether the
 // client sent payload before the response started (the router's
-// reject_connect_request_early_data). The router finds these methods on
-// its filter.Env by interface.
+// reject_connect_request_early_data), both part of filter.Env.
 
 // OriginalConnectPort is the port strip_any_host_port or
 // strip_matching_host_port removed from the authority of a CONNECT (or of

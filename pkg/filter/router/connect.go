@@ -12,34 +12,11 @@ import (
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
-// What the router needs from the connection manager for CONNECT beyond
-// filter.Env. Package hcm implements both on its Env; another Env simply
-// goes without (no port to restore, early data never seen).
-type (
-	// connectPorter gives the port the connection manager stripped from a
-	// CONNECT's authority (strip_any_host_port, strip_matching_host_port),
-	// Envoy's envoy.router.original_connect_port.
-	connectPorter interface {
-		OriginalConnectPort(s *filter.Stream) string
-	}
-	// earlyDataWatcher tells whether the client sent payload before the
-	// response started (reject_connect_request_early_data): WatchEarlyData
-	// once before connecting upstream, EarlyData right before answering.
-	earlyDataWatcher interface {
-		WatchEarlyData(s *filter.Stream)
-		EarlyData(s *filter.Stream) bool
-	}
-)
-
 // restoreConnectPort appends the port the connection manager stripped from
 // a CONNECT's authority, unless the authority (rewritten meanwhile) has a
 // port again, as Envoy's finalizeRequestHeaders does.
 func restoreConnectPort(s *filter.Stream) {
-	cp, ok := s.Env.(connectPorter)
-	if !ok {
-		return
-	}
-	port := cp.OriginalConnectPort(s)
+	port := s.Env.OriginalConnectPort(s)
 	if port == "" || hasPort(s.Req.Host) {
 		return
 	}
@@ -96,7 +73,7 @@ func (f *routerFilter) serveTerminate(s *filter.Stream, cl *upstream.Cluster, cc
 		return
 	}
 	conn.CountRequest()
-	if early != nil && early.EarlyData(s) {
+	if early && s.Env.EarlyData(s) {
 		conn.Close()
 		s.LocalReply(http.StatusBadRequest, "", "early_connect_data")
 		return
@@ -121,15 +98,11 @@ func (f *routerFilter) serveTerminate(s *filter.Stream, cl *upstream.Cluster, cc
 }
 
 // watchEarlyData starts watching for early CONNECT payload when the router
-// rejects it; nil otherwise.
-func (f *routerFilter) watchEarlyData(s *filter.Stream) earlyDataWatcher {
+// rejects it, and reports whether it did.
+func (f *routerFilter) watchEarlyData(s *filter.Stream) bool {
 	if !f.rejectConnectEarlyData || s.Req.Method != http.MethodConnect {
-		return nil
+		return false
 	}
-	w, ok := s.Env.(earlyDataWatcher)
-	if !ok {
-		return nil
-	}
-	w.WatchEarlyData(s)
-	return w
+	s.Env.WatchEarlyData(s)
+	return true
 }

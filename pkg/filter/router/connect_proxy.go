@@ -37,7 +37,7 @@ func (f *routerFilter) serveConnect(s *filter.Stream, cl *upstream.Cluster) {
 		f.upstreamFailure(s, cl, ctx, err)
 		return
 	}
-	if early != nil && early.EarlyData(s) {
+	if early && s.Env.EarlyData(s) {
 		up.Conn.Close()
 		if up.Response.Body != nil {
 			up.Response.Body.Close()
