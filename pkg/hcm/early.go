@@ -10,10 +10,9 @@ import (
 	"github.com/hopproxy/hop/pkg/tunnel"
 )
 
-// What the connection manager offers the router for CONNECT beyond
-// filter.Env: the port taken off a CONNECT's authority, and whether the
-// client sent payload before the response started (the router's
-// reject_connect_request_early_data), both part of filter.Env.
+// The filter.Env methods for CONNECT: the port taken off a CONNECT's
+// authority, and whether the client sent payload before the response
+// started (the router's reject_connect_request_early_data).
 
 // OriginalConnectPort is the port strip_any_host_port or
 // strip_matching_host_port removed from the authority of a CONNECT (or of
