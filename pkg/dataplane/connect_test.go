@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -260,5 +261,32 @@ func TestPostH2Terminated(t *testing.T) {
 	}
 	if n := h.stat("http.t.downstream_cx_upgrades_active"); n != 0 {
 		t.Errorf("downstream_cx_upgrades_active = %d, want 0", n)
+	}
+}
+
+// TestConnectH2ConnectError: a terminated HTTP/2 CONNECT whose upstream
+// refuses the connection gets the 503 with Envoy's body, then the stream is
+// reset with CONNECT_ERROR (RFC 9113 §8.5), as Envoy does; the connection
+// goes on serving tunnels.
+func TestConnectH2ConnectError(t *testing.T) {
+	h := startHop(t, connectYAML(startTCPEcho(t), freePort(t)))
+	c := dialH2(t, h.addr("l"))
+	c.connect(1, "dead.test:443", "", false)
+	if ev := c.response(1); ev.status != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d, want 503", ev.status)
+	}
+	body, end := c.readBody(1, -1)
+	if !strings.HasPrefix(body, "upstream connect error or disconnect/reset before headers") {
+		t.Errorf("body = %q", body)
+	}
+	if end != "rst:"+http2.ErrCodeConnect.String() {
+		t.Fatalf("stream ended with %q, want RST_STREAM(CONNECT_ERROR)", end)
+	}
+	c.connect(3, "foo.test:443", "ping", false)
+	if ev := c.response(3); ev.status != http.StatusOK {
+		t.Fatalf("next tunnel: status = %d, want 200", ev.status)
+	}
+	if got, _ := c.readBody(3, 4); got != "ping" {
+		t.Fatalf("next tunnel echoed %q", got)
 	}
 }

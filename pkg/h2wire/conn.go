@@ -94,6 +94,7 @@ type Conn struct {
 	aborted     atomic.Bool  // Abort was called
 	goAwayWant  atomic.Bool  // Abort's GOAWAY waits for a frame boundary
 	rstRewrites atomic.Int32 // resets to send as PROTOCOL_ERROR (MarkProtocolErrorReset)
+	cxRewrites  atomic.Int32 // resets to send as CONNECT_ERROR (MarkConnectErrorReset)
 	closed      atomic.Bool  // Close (or Abort) closed the connection: writes fail
 }
 
@@ -202,6 +203,16 @@ func inc(c *stats.Counter) {
 // on an invalid HTTP message) calls this first. Two handlers aborting at
 // once may swap codes between their streams; the count stays right.
 func (c *Conn) MarkProtocolErrorReset() { c.rstRewrites.Add(1) }
+
+// MarkConnectErrorReset is MarkProtocolErrorReset for CONNECT_ERROR: a
+// handler whose CONNECT (or upgrade) failed to reach its upstream, and
+// which aborts the stream after its 503, calls it first, as Envoy resets
+// such a stream with CONNECT_ERROR (RFC 9113 §8.5). It is served before
+// any pending PROTOCOL_ERROR rewrite, with the same caveat.
+func (c *Conn) MarkConnectErrorReset() { c.cxRewrites.Add(1) }
+
+// pendingRewrites is how many INTERNAL_ERROR resets are to be rewritten.
+func (c *Conn) pendingRewrites() bool { return c.rstRewrites.Load() > 0 || c.cxRewrites.Load() > 0 }
 
 // Abort sends GOAWAY(last stream id, PROTOCOL_ERROR) and closes the
 // connection: at once when no Write is in progress and the writes so far

@@ -325,6 +325,30 @@ func TestMarkProtocolErrorReset(t *testing.T) {
 	}
 }
 
+func TestMarkConnectErrorReset(t *testing.T) {
+	f := newFake(nil)
+	c := Server(f, Options{})
+	c.MarkProtocolErrorReset()
+	c.MarkConnectErrorReset()
+	in := frames(t, func(fr *http2.Framer) {
+		fr.WriteRSTStream(1, http2.ErrCodeNo) // not INTERNAL_ERROR: kept
+		fr.WriteRSTStream(3, http2.ErrCodeInternal)
+		fr.WriteRSTStream(5, http2.ErrCodeInternal)
+		fr.WriteRSTStream(7, http2.ErrCodeInternal)
+	})
+	writeSplit(t, c, in, []int{5, 20})
+	p := parse(t, f.output())
+	want := []http2.ErrCode{http2.ErrCodeNo, http2.ErrCodeConnect, http2.ErrCodeProtocol, http2.ErrCodeInternal}
+	if len(p.rst) != len(want) {
+		t.Fatalf("reset codes %v, want %v", p.rst, want)
+	}
+	for i := range want {
+		if p.rst[i] != want[i] {
+			t.Fatalf("reset codes %v, want %v", p.rst, want)
+		}
+	}
+}
+
 // TestNoAllocations: following frames costs no allocation once the
 // connection is past its first SETTINGS.
 func TestNoAllocations(t *testing.T) {

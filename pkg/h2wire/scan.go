@@ -24,6 +24,7 @@ const (
 	codeProtocolError = 0x1
 	codeInternalError = 0x2
 	codeRefusedStream = 0x7
+	codeConnectError  = 0xa
 )
 
 // event is what one step of a scanner found.

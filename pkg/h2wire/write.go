@@ -22,7 +22,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			c.o.OnFirstWrite()
 		}
 	}
-	edit := c.strip || c.stripping || c.rewrite || c.goAwayWant.Load() || c.rstRewrites.Load() > 0
+	edit := c.strip || c.stripping || c.rewrite || c.goAwayWant.Load() || c.pendingRewrites()
 	if !edit {
 		c.scanWrite(p, false)
 		n, err := c.Conn.Write(p)
@@ -106,7 +106,7 @@ func (c *Conn) onWriteHeader(edit bool, chunk []byte) {
 	switch s.typ {
 	case typeRSTStream:
 		s.want = 4
-		c.rewrite = edit && c.rstRewrites.Load() > 0 && s.length == 4
+		c.rewrite = edit && c.pendingRewrites() && s.length == 4
 	case typeGoAway:
 		s.want = 8
 	case typeSettings:
@@ -137,7 +137,12 @@ func (c *Conn) onWriteEnd(edit bool, chunk []byte) {
 		}
 		if c.rewrite {
 			c.rewrite = false
-			if ok && code == codeInternalError && c.rstRewrites.Load() > 0 {
+			switch {
+			case !ok || code != codeInternalError:
+			case c.cxRewrites.Load() > 0:
+				c.cxRewrites.Add(-1)
+				code = codeConnectError
+			case c.rstRewrites.Load() > 0:
 				c.rstRewrites.Add(-1)
 				code = codeProtocolError
 			}

@@ -14,6 +14,21 @@ import (
 // authority, and whether the client sent payload before the response
 // started (the router's reject_connect_request_early_data).
 
+// ResetConnectError resets an HTTP/2 stream with CONNECT_ERROR once the
+// local reply written so far is flushed: x/net resets the stream of a
+// handler that panics with http.ErrAbortHandler with INTERNAL_ERROR, which
+// the connection's h2wire rewrites. Two streams failing at once on one
+// connection may trade codes; both are resets either way.
+func (s *stream) ResetConnectError(fs *filter.Stream) {
+	h, _ := fs.Req.Context().Value(h2ConnKey{}).(*h2Conn)
+	if fs.Req.ProtoMajor != 2 || h == nil {
+		return
+	}
+	http.NewResponseController(s.rw).Flush()
+	h.wire.MarkConnectErrorReset()
+	panic(http.ErrAbortHandler)
+}
+
 // OriginalConnectPort is the port strip_any_host_port or
 // strip_matching_host_port removed from the authority of a CONNECT (or of
 // an HTTP/2 or HTTP/3 extended CONNECT), which the router appends again

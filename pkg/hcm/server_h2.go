@@ -60,12 +60,16 @@ func (s *Server) serveHTTP2(key, c net.Conn, t *connTrack) {
 	s.conns[key] = h // a Shutdown from now on drains it; one before reaches it through started
 	s.mu.Unlock()
 	ctx := context.WithValue(context.Background(), connTrackKey{}, t)
+	ctx = context.WithValue(ctx, h2ConnKey{}, h)
 	h.srv.ServeConn(h.wire.Outer(), &http2.ServeConnOpts{
 		Context:    ctx,
 		BaseConfig: s.srv,
 		Handler:    h,
 	})
 }
+
+// h2ConnKey is the context key of a stream's *h2Conn.
+type h2ConnKey struct{}
 
 // started runs before the connection's first write, when x/net has
 // registered the connection for graceful shutdown: a Shutdown that came

@@ -226,12 +226,26 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 		s.LocalReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream")
 	case errors.As(err, &ce):
 		s.LocalReply(ce.StatusCode(), ce.LocalReplyBody(), "upstream_reset_before_response_started{"+ce.ResetReason+"}")
+		resetConnect(s)
 	case errors.As(err, &ure):
 		s.LocalReply(ure.StatusCode(), ure.LocalReplyBody(), "upstream_reset_before_response_started{"+ure.ResetReason+"}")
+		resetConnect(s)
 	case errors.As(err, &tre):
 		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
+		resetConnect(s)
 	default:
 		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
+		resetConnect(s)
+	}
+}
+
+// resetConnect follows the local reply to a CONNECT whose upstream failed
+// to connect or reset (Envoy's response flags UF and UC) with a
+// CONNECT_ERROR reset on HTTP/2, as Envoy's doEndStream does; upgrades
+// count as CONNECTs there, since they arrived as extended CONNECTs.
+func resetConnect(s *filter.Stream) {
+	if s.Req.ProtoMajor == 2 && (s.Req.Method == http.MethodConnect || s.UpgradeType != "") {
+		s.Env.ResetConnectError(s)
 	}
 }
 
