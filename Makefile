@@ -27,7 +27,8 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 8m ./...
 
-# WebSocket echo through hop vs direct (see hack/bench).
+# WebSocket echo and raw TCP tunnels (CONNECT on HTTP/1.1 and HTTP/2,
+# tcp_proxy over HTTP/2 CONNECT) through hop vs direct (see hack/bench).
 bench: build
 	$(GO) run ./hack/bench -hop $(BIN)
 

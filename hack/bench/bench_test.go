@@ -133,6 +133,11 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-hop", "/bin/hop", "-two-hop", "none"}, false},
 		{[]string{"-hop", "/bin/hop", "-two-hop", "h2"}, false},
 		{[]string{"-hop", "/bin/hop", "-two-hop", "h3"}, true},
+		{[]string{"-hop", "/bin/hop", "-tunnels", "h1connect,tcph2"}, false},
+		{[]string{"-hop", "/bin/hop", "-tunnels", "h3connect"}, true},
+		{[]string{"-hop", "/bin/hop", "-websocket=false", "-tunnels", "none"}, true}, // nothing to run
+		{[]string{"-hop", "/bin/hop", "-h2-conns", "0"}, true},
+		{[]string{"-hop", "/bin/hop", "-rounds", "0"}, true},
 	}
 	for _, tt := range tests {
 		if _, err := parseFlags(tt.args, io.Discard); (err != nil) != tt.wantErr {
@@ -145,6 +150,14 @@ func TestParseFlags(t *testing.T) {
 	}
 	if o, err := parseFlags([]string{"-direct-only"}, io.Discard); err != nil || len(o.twoHop) != 0 {
 		t.Errorf("-direct-only -two-hop = %v (%v), want none", o.twoHop, err)
+	}
+	// Every tunnel case and the WebSocket cases by default; no two-hop
+	// cases without the WebSocket ones.
+	if o, err := parseFlags([]string{"-hop", "/bin/hop"}, io.Discard); err != nil || !o.websocket || len(o.tunnels) != 3 {
+		t.Errorf("defaults: websocket %v, tunnels %v (%v); want true and all three", o.websocket, o.tunnels, err)
+	}
+	if o, err := parseFlags([]string{"-hop", "/bin/hop", "-websocket=false"}, io.Discard); err != nil || len(o.twoHop) != 0 {
+		t.Errorf("-websocket=false -two-hop = %v (%v), want none", o.twoHop, err)
 	}
 }
 
@@ -256,7 +269,7 @@ func TestRunDirectOnly(t *testing.T) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	args := []string{"-direct-only", "-duration", "300ms", "-conns", "8", "-idle", "50"}
+	args := []string{"-direct-only", "-duration", "300ms", "-conns", "8", "-idle", "50", "-tunnels", "none"}
 	if err := run(ctx, args, &out, &errOut); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, errOut.String())
 	}
@@ -301,7 +314,7 @@ func TestRunThroughFakeHop(t *testing.T) {
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	args := []string{"-hop", os.Args[0], "-duration", "200ms", "-conns", "8", "-idle", "100", "-settle", "50ms", "-json"}
+	args := []string{"-hop", os.Args[0], "-duration", "200ms", "-conns", "8", "-idle", "100", "-settle", "50ms", "-json", "-tunnels", "none"}
 	if err := run(ctx, args, &out, &errOut); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, errOut.String())
 	}

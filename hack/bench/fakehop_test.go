@@ -19,6 +19,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/gorilla/websocket"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -74,7 +75,9 @@ func loadBootstrap(path string) (*bootstrapv3.Bootstrap, error) {
 // to the cluster of its first route. A listener whose connection manager has
 // http2_protocol_options.allow_connect also takes HTTP/2 with prior
 // knowledge; a cluster with explicit HTTP/2 options is reached over HTTP/2,
-// WebSockets as extended CONNECT (fakeh2_test.go). Extended CONNECT needs
+// WebSockets as extended CONNECT (fakeh2_test.go). A listener whose route
+// has a CONNECT connect_config terminates CONNECT, and a tcp_proxy listener
+// tunnels over HTTP/2 CONNECT (fakeconnect_test.go). Extended CONNECT needs
 // GODEBUG=http2xconnect=1 in the environment. It runs until killed.
 func fakeHop(args []string) error {
 	if len(args) != 4 || args[0] != "-c" || args[2] != "--base-id" {
@@ -106,8 +109,21 @@ func fakeHop(args []string) error {
 	}
 	go func() { errc <- http.Serve(al, st.adminHandler()) }()
 	for _, l := range lis {
+		filter := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig()
+		if filter.MessageIs(&tcpproxyv3.TcpProxy{}) {
+			p, err := newFakeTCPProxy(filter, clusters, st)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", l.GetName(), err)
+			}
+			ln, err := net.Listen("tcp", sockAddr(l.GetAddress().GetSocketAddress()))
+			if err != nil {
+				return err
+			}
+			go func() { errc <- p.serve(ln) }()
+			continue
+		}
 		var hcm hcmv3.HttpConnectionManager
-		if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		if err := filter.UnmarshalTo(&hcm); err != nil {
 			return err
 		}
 		name := hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetCluster()
@@ -118,7 +134,7 @@ func fakeHop(args []string) error {
 		for _, p := range []int{1, 2} { // reported from the start, 0 included, as Envoy does
 			st.declare(fmt.Sprintf("http.%s.downstream_rq_http%d_total", hcm.GetStatPrefix(), p))
 		}
-		srv := &http.Server{Handler: &fakeListener{prefix: hcm.GetStatPrefix(), cluster: c, stats: st}}
+		srv := &http.Server{Handler: &fakeListener{prefix: hcm.GetStatPrefix(), cluster: c, stats: st, terminate: terminatesConnect(&hcm)}}
 		if hcm.GetHttp2ProtocolOptions().GetAllowConnect() {
 			srv.Protocols = new(http.Protocols)
 			srv.Protocols.SetHTTP1(true)
@@ -183,14 +199,17 @@ func (s *fakeStats) adminHandler() http.Handler {
 // fakeListener is one listener: it counts requests by protocol as Envoy's
 // http.<prefix>.downstream_rq_http{1,2}_total and hands them to its cluster.
 type fakeListener struct {
-	prefix  string
-	cluster *fakeCluster
-	stats   *fakeStats
+	prefix    string
+	cluster   *fakeCluster
+	stats     *fakeStats
+	terminate bool // its first route terminates CONNECT (connect_config)
 }
 
 func (l *fakeListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.stats.inc(fmt.Sprintf("http.%s.downstream_rq_http%d_total", l.prefix, r.ProtoMajor))
 	switch {
+	case l.terminate && r.Method == http.MethodConnect && r.Header.Get(":protocol") == "":
+		l.cluster.serveTerminate(w, r) // CONNECT in, raw TCP out (fakeconnect_test.go)
 	case r.ProtoMajor == 2 && r.Method == http.MethodConnect && r.Header.Get(":protocol") == "websocket":
 		l.cluster.serveH2WebSocket(w, r) // RFC 8441 in, HTTP/1.1 upgrade out
 	case l.cluster.h2 && websocket.IsWebSocketUpgrade(r):

@@ -3,10 +3,14 @@
 // Command bench measures WebSocket echo through hop against the same load
 // sent straight to the echo upstream, and prints the ratio hop/direct; then
 // across two hops, front → sidecar, over HTTP/1.1 and over HTTP/2, and
-// prints the ratio h2hop/h1hop.
+// prints the ratio h2hop/h1hop; then raw TCP tunnels through hop (HTTP/1.1
+// and HTTP/2 CONNECT termination, tcp_proxy over HTTP/2 CONNECT) against a
+// direct TCP connection to the same TCP echo (see tunnel.go).
 //
 //	go run ./hack/bench -hop ./bin/hop        # what `make bench` runs
 //	go run ./hack/bench -hop ./bin/hop -two-hop none   # only direct and hop
+//	go run ./hack/bench -hop ./bin/hop -websocket=false -rounds 3   # only the tunnels
+//	go run ./hack/bench -hop ./bin/hop -tunnels h1connect,h2connect  # without tcp_proxy tunneling
 //	go run ./hack/bench -direct-only          # no hop: exercise the client
 //
 // It starts the echo upstream (hack/echo/echoserver) in-process on loopback,
@@ -31,6 +35,14 @@
 // started like the first. The sidecar's request counters confirm each
 // case's protocol, and the front's cluster counters show how many
 // connections carried the WebSockets. -two-hop none skips them.
+//
+// The tunnel cases (-tunnels, all three by default; -websocket=false runs
+// only them) start one more hop (--base-id 4) and measure, per case, bulk
+// echo throughput, the CPU the bench and hop spent per byte, and tunnel
+// setups per second. h1connect's bulk throughput is held against 80 % of
+// direct and the verdict printed; it does not fail the run. -rounds repeats
+// every target's runs in turn and sums them, which evens out a machine
+// whose background load changes.
 //
 // Any other Envoy-compatible binary can stand in for hop. Everything runs on
 // loopback and every wait is bounded. Linux only (/proc, prctl).
@@ -76,6 +88,10 @@ type options struct {
 	settle     time.Duration
 	opTimeout  time.Duration
 	twoHop     []twoHopVariant
+	websocket  bool
+	tunnels    []tunnelCase
+	h2Conns    int
+	rounds     int
 	json       bool
 	verbose    bool
 }
@@ -92,6 +108,10 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	fs.DurationVar(&o.settle, "settle", time.Second, "pause before each RSS reading")
 	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "bound on each handshake and on the last round trip of a case")
 	twoHop := fs.String("two-hop", "h1,h2", "front→sidecar variants to run: h1, h2, both (h1,h2) or none")
+	fs.BoolVar(&o.websocket, "websocket", true, "run the WebSocket cases (idle, throughput, two-hop)")
+	tunnels := fs.String("tunnels", "h1connect,h2connect,tcph2", "TCP tunnel cases to run: a list of h1connect, h2connect, tcph2, or none")
+	fs.IntVar(&o.h2Conns, "h2-conns", 4, "HTTP/2 connections the h2connect client spreads its streams over")
+	fs.IntVar(&o.rounds, "rounds", 1, "rounds of the tunnel cases; each round runs every target once per metric, and rounds are summed")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	fs.BoolVar(&o.verbose, "v", false, "copy hop's output to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -101,7 +121,10 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	if o.twoHop, err = parseTwoHop(*twoHop); err != nil {
 		return o, err
 	}
-	if o.directOnly {
+	if o.tunnels, err = parseTunnels(*tunnels); err != nil {
+		return o, err
+	}
+	if o.directOnly || !o.websocket {
 		o.twoHop = nil
 	}
 	switch {
@@ -111,8 +134,10 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 		return o, errors.New("bench: -hop <path> is required (or -direct-only)")
 	case o.duration <= 0 || o.settle < 0 || o.opTimeout <= 0:
 		return o, errors.New("bench: -duration and -op-timeout must be positive, -settle not negative")
-	case o.conns < 1 || o.idle < 1:
-		return o, errors.New("bench: -conns and -idle must be at least 1")
+	case o.conns < 1 || o.idle < 1 || o.h2Conns < 1 || o.rounds < 1:
+		return o, errors.New("bench: -conns, -idle, -h2-conns and -rounds must be at least 1")
+	case !o.websocket && len(o.tunnels) == 0:
+		return o, errors.New("bench: nothing to run: -websocket=false and -tunnels none")
 	}
 	return o, nil
 }
@@ -136,7 +161,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "bench")
 
 	// Bound the whole run: every case, the settles, and generous slack.
-	runs := len(throughputCases) * (2 + len(o.twoHop))
+	var runs int
+	if o.websocket {
+		runs += len(throughputCases) * (2 + len(o.twoHop))
+	}
+	if len(o.tunnels) > 0 {
+		runs += 2 * o.rounds * (1 + len(o.tunnels)) // bulk and setups, direct and each case
+	}
 	budget := time.Duration(runs)*(o.duration+o.opTimeout) + 2*o.settle + 2*time.Minute
 	ctx, cancel := context.WithTimeoutCause(ctx, budget, fmt.Errorf("bench: the run took longer than %v", budget))
 	defer cancel()
@@ -144,7 +175,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := raiseNoFile(uint64(2*o.idle + 4*o.conns + 256)); err != nil {
 		return err
 	}
+	var verbose io.Writer
+	if o.verbose {
+		verbose = stderr
+	}
 
+	rep := newReport(o)
+	if o.websocket {
+		if err := runWebSocketCases(ctx, o, verbose, log, rep); err != nil {
+			return err
+		}
+	}
+	if len(o.tunnels) > 0 {
+		if err := runTunnelCases(ctx, o, verbose, log, rep); err != nil {
+			return err
+		}
+	}
+
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		return nil
+	}
+	rep.writeTable(stdout)
+	return nil
+}
+
+// runWebSocketCases runs the WebSocket cases (idle, throughput; single hop
+// and two-hop) into rep.
+func runWebSocketCases(ctx context.Context, o options, verbose io.Writer, log *slog.Logger, rep *report) error {
 	echo, err := startEcho()
 	if err != nil {
 		return err
@@ -152,7 +214,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer echo.stop(log)
 	log.Info("echo upstream listening", "addr", echo.addr)
 
-	rep := newReport(o)
 	targets := []string{"direct"}
 	urls := map[string]string{"direct": "ws://" + echo.addr + "/bench"}
 	var (
@@ -160,10 +221,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		th  *twoHop
 	)
 	if !o.directOnly {
-		var verbose io.Writer
-		if o.verbose {
-			verbose = stderr
-		}
 		hop, err = startHop(ctx, o.hop, echo.addr, verbose, log)
 		if err != nil {
 			return err
@@ -255,16 +312,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-
-	if o.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		return nil
-	}
-	rep.writeTable(stdout)
 	return nil
 }
 

@@ -6,20 +6,20 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"strings"
 )
 
 // report is the result, as printed with -json.
 type report struct {
-	Conns          int      `json:"conns"`
-	DurationPerRun string   `json:"duration_per_case"`
-	IdleConns      int      `json:"idle_conns"`
-	Hop            string   `json:"hop,omitempty"`
-	NumCPU         int      `json:"num_cpu"`
-	RSSBeforeKiB   int64    `json:"hop_rss_before_kib,omitempty"`
-	RSSAfterKiB    int64    `json:"hop_rss_after_kib,omitempty"`
-	TwoHop         []string `json:"two_hop,omitempty"` // the two-hop targets run: h1hop, h2hop
-	Rows           []*row   `json:"rows"`
+	Conns          int           `json:"conns"`
+	DurationPerRun string        `json:"duration_per_case"`
+	IdleConns      int           `json:"idle_conns"`
+	Hop            string        `json:"hop,omitempty"`
+	NumCPU         int           `json:"num_cpu"`
+	RSSBeforeKiB   int64         `json:"hop_rss_before_kib,omitempty"`
+	RSSAfterKiB    int64         `json:"hop_rss_after_kib,omitempty"`
+	TwoHop         []string      `json:"two_hop,omitempty"` // the two-hop targets run: h1hop, h2hop
+	Rows           []*row        `json:"rows"`              // the WebSocket cases; empty with -websocket=false
+	Tunnels        *tunnelReport `json:"tunnels,omitempty"`
 	rowByKey       map[string]*row
 }
 
@@ -50,6 +50,12 @@ func newReport(o options) *report {
 		for _, v := range o.twoHop {
 			r.TwoHop = append(r.TwoHop, v.target)
 		}
+	}
+	if len(o.tunnels) > 0 {
+		r.Tunnels = newTunnelReport(o)
+	}
+	if !o.websocket {
+		return r
 	}
 	add := func(key, label string, prec int) *row {
 		rw := &row{Key: key, Label: label, prec: prec}
@@ -100,15 +106,31 @@ func ratio(a, b *float64) *float64 {
 	return &q
 }
 
-// writeTable prints the report as a markdown table, columns padded. The
-// two-hop columns appear only when two-hop cases ran.
+// writeTable prints the report as markdown tables, columns padded: the
+// WebSocket cases (the two-hop columns only when two-hop cases ran), then
+// the tunnel cases, each when it ran.
 func (r *report) writeTable(w io.Writer) {
-	cell := func(v *float64, prec int) string {
-		if v == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%.*f", prec, *v)
+	if len(r.Rows) > 0 {
+		r.writeWebSocketTable(w)
 	}
+	if r.Tunnels != nil {
+		if len(r.Rows) > 0 {
+			fmt.Fprintln(w)
+		}
+		r.Tunnels.writeTable(w, r.hopName(), r.NumCPU, r.DurationPerRun)
+	}
+}
+
+// hopName says which hop ran, for the tables' captions.
+func (r *report) hopName() string {
+	if r.Hop == "" {
+		return "hop: not run (-direct-only)"
+	}
+	return "hop: " + r.Hop
+}
+
+func (r *report) writeWebSocketTable(w io.Writer) {
+	cell := cellOf
 	twoHop := len(r.TwoHop) > 0
 	header := []string{"case", "direct", "hop", "hop/direct"}
 	if twoHop {
@@ -122,45 +144,12 @@ func (r *report) writeTable(w io.Writer) {
 		}
 		table = append(table, line)
 	}
-	widths := make([]int, len(header))
-	for _, line := range table {
-		for i, c := range line {
-			widths[i] = max(widths[i], len([]rune(c)))
-		}
-	}
-	pad := func(s string, n int, right bool) string {
-		fill := strings.Repeat(" ", n-len([]rune(s)))
-		if right {
-			return fill + s
-		}
-		return s + fill
-	}
-	hopName := "hop: not run (-direct-only)"
-	if r.Hop != "" {
-		hopName = "hop: " + r.Hop
-	}
-	fmt.Fprintf(w, "WebSocket echo over loopback; %s; %d CPUs; %s per throughput case\n", hopName, r.NumCPU, r.DurationPerRun)
+	fmt.Fprintf(w, "WebSocket echo over loopback; %s; %d CPUs; %s per throughput case\n", r.hopName(), r.NumCPU, r.DurationPerRun)
 	if twoHop {
 		fmt.Fprintln(w, "h1hop/h2hop: client → front hop → sidecar hop → echo, front→sidecar over HTTP/1.1 / over HTTP/2 (extended CONNECT)")
 	}
 	fmt.Fprintln(w)
-	for i, line := range table {
-		cells := make([]string, len(line))
-		for j, c := range line {
-			cells[j] = pad(c, widths[j], j > 0)
-		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
-		if i == 0 {
-			seps := make([]string, len(line))
-			for j := range seps {
-				seps[j] = strings.Repeat("-", widths[j])
-				if j > 0 {
-					seps[j] = seps[j][1:] + ":"
-				}
-			}
-			fmt.Fprintf(w, "| %s |\n", strings.Join(seps, " | "))
-		}
-	}
+	writeMarkdown(w, table)
 	if r.RSSAfterKiB != 0 {
 		fmt.Fprintf(w, "\nhop VmRSS: %d KiB before, %d KiB with %d idle WebSockets open\n", r.RSSBeforeKiB, r.RSSAfterKiB, r.IdleConns)
 	}
