@@ -1,7 +1,6 @@
 package router
 
 import (
-	"fmt"
 	"net/http"
 
 	subst "github.com/hopproxy/hop/pkg/format"
@@ -41,32 +40,4 @@ type pseudoHeaders Request
 
 func (p *pseudoHeaders) PseudoHeader(name string) (string, bool) {
 	return newHeaderRef(name).lookup((*Request)(p))
-}
-
-// format is one header value parsed by pkg/format (header semantics:
-// absent values format as "").
-type format struct {
-	literal string        // the whole value when segs is nil
-	segs    *subst.Format // nil for a pure literal
-}
-
-// parseFormat parses a header value; errors name path and start with
-// "router: ".
-func parseFormat(s, path string) (format, error) {
-	f, err := subst.Parse(s, subst.Options{Commands: routerCommands, OmitEmpty: true})
-	if err != nil {
-		return format{}, fmt.Errorf("router: %s: %w", path, err)
-	}
-	if f.IsLiteral() {
-		return format{literal: f.Eval(nil)}, nil
-	}
-	return format{segs: f}, nil
-}
-
-func (f *format) eval(ctx *evalContext) string {
-	if f.segs == nil {
-		return f.literal
-	}
-	env := ctx.env()
-	return f.segs.Eval(&env)
 }

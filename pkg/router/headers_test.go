@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"reflect"
 	"testing"
+
+	subst "github.com/hopproxy/hop/pkg/format"
 )
 
 func TestHeaderMutationLevelOrder(t *testing.T) {
@@ -224,13 +226,14 @@ func TestParseFormat(t *testing.T) {
 	}
 	ctx := &evalContext{f: plainFormatter{proto: "HTTP/1.1"}}
 	for _, tt := range tests {
-		f, err := parseFormat(tt.in, "p")
+		f, err := subst.Parse(tt.in, subst.Options{Commands: routerCommands, OmitEmpty: true})
 		if err != nil {
 			t.Errorf("%q: %v", tt.in, err)
 			continue
 		}
-		if (f.segs == nil) != tt.literal || f.eval(ctx) != tt.want {
-			t.Errorf("%q: literal %v eval %q, want %v %q", tt.in, f.segs == nil, f.eval(ctx), tt.literal, tt.want)
+		env := ctx.env()
+		if f.IsLiteral() != tt.literal || f.Eval(&env) != tt.want {
+			t.Errorf("%q: literal %v eval %q, want %v %q", tt.in, f.IsLiteral(), f.Eval(&env), tt.literal, tt.want)
 		}
 	}
 }
