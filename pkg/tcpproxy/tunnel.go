@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-
 	"github.com/hopproxy/hop/pkg/tunnel"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
@@ -55,7 +53,7 @@ func (c *Config) openTunnel(ctx context.Context, cl *upstream.Cluster, s *sessio
 		ctx, cancel = context.WithTimeout(ctx, c.idle)
 		defer cancel()
 	}
-	h2 := tunnelsOverH2(cl)
+	h2 := cl.TunnelProtocol() == 2
 	var err error
 	for range c.maxAttempts {
 		var up *tunnel.Upstream
@@ -108,7 +106,7 @@ func (c *Config) openH2(ctx context.Context, cl *upstream.Cluster, s *session) (
 	// Content-Length of 0.
 	ended := up.Response.ContentLength == 0
 	if !up.Accepted || ended {
-		abort(up.Conn) // RST_STREAM, as Envoy's resetEncoder
+		tunnel.Abort(up.Conn) // RST_STREAM, as Envoy's resetEncoder
 		return nil, &refusedError{status: up.Response.StatusCode, ended: up.Accepted}
 	}
 	return up, nil
@@ -139,40 +137,4 @@ func (c *Config) openH1(ctx context.Context, cl *upstream.Cluster, s *session) (
 		return nil, nil, &refusedError{status: up.Response.StatusCode}
 	}
 	return up, conn, nil
-}
-
-func abort(c net.Conn) {
-	if a, ok := c.(tunnel.Aborter); ok {
-		a.Abort()
-		return
-	}
-	c.Close()
-}
-
-// tunnelsOverH2 says whether tunnels to cl are HTTP/2 streams, as Envoy's
-// generic conn pool decides: HTTP/2 when the cluster has HTTP/2
-// configured (explicit, auto_config, or use_downstream_protocol_config
-// with http2_protocol_options), else HTTP/1.1. (pkg/upstream refuses
-// HTTP/3 clusters.)
-func tunnelsOverH2(cl *upstream.Cluster) bool {
-	switch {
-	case cl.UpgradeProtocol(1) == 2: // explicit HTTP/2 or auto_config
-		return true
-	case cl.UpgradeProtocol(2) == 1: // HTTP/1.1 only
-		return false
-	}
-	// use_downstream_protocol_config: a tcp_proxy has no downstream HTTP
-	// protocol; Envoy's HTTP2 cluster feature is set when the HTTP/2
-	// options are.
-	p := cl.Proto()
-	if p.GetHttp2ProtocolOptions() != nil {
-		return true
-	}
-	for _, a := range p.GetTypedExtensionProtocolOptions() {
-		o := &httpv3.HttpProtocolOptions{}
-		if a.MessageIs(o) && a.UnmarshalTo(o) == nil {
-			return o.GetUseDownstreamProtocolConfig().GetHttp2ProtocolOptions() != nil
-		}
-	}
-	return false
 }

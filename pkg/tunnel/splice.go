@@ -64,7 +64,9 @@ type halfCloser interface{ CloseWrite() error }
 // when it cuts tunnels; a tunnel that ended cleanly is only closed.
 type Aborter interface{ Abort() }
 
-func abort(c net.Conn) {
+// Abort cuts c: an Aborter is aborted (a stream reset), anything else
+// closed.
+func Abort(c net.Conn) {
 	if a, ok := c.(Aborter); ok {
 		a.Abort()
 		return
@@ -145,8 +147,8 @@ func (s *splice) fail(c Cause, err error) {
 	}
 	s.mu.Unlock()
 	if first {
-		abort(s.a)
-		abort(s.b)
+		Abort(s.a)
+		Abort(s.b)
 	}
 }
 

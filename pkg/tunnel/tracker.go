@@ -60,8 +60,8 @@ func (t *Tracker) add(group any, a, b net.Conn) (*Tunnel, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped {
-		abort(a)
-		abort(b)
+		Abort(a)
+		Abort(b)
 		return nil, false
 	}
 	if t.live == nil {
@@ -115,8 +115,8 @@ func (t *Tracker) CloseGroup(group any) int {
 	for tun := range t.live {
 		if tun.group == group {
 			tun.cut = true
-			abort(tun.a)
-			abort(tun.b)
+			Abort(tun.a)
+			Abort(tun.b)
 			n++
 		}
 	}
@@ -138,8 +138,8 @@ func (t *Tracker) Shutdown(ctx context.Context) {
 	}
 	t.mu.Lock()
 	for tun := range t.live {
-		abort(tun.a)
-		abort(tun.b)
+		Abort(tun.a)
+		Abort(tun.b)
 	}
 	t.mu.Unlock()
 	<-idle

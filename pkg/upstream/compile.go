@@ -85,6 +85,7 @@ type settings struct {
 
 	mode     protocolMode // how requests pick HTTP/1.1 or HTTP/2
 	h2       h2Options    // Http2ProtocolOptions of the mode
+	h2Set    bool         // Http2ProtocolOptions are configured (Envoy's HTTP2 cluster feature)
 	autoPath string       // auto_config's field path, for errors
 
 	// tls is the UpstreamTlsContext's config (nil: plaintext), with

@@ -187,6 +187,7 @@ func compileH2(o *corev3.Http2ProtocolOptions, s *settings) {
 	if o == nil {
 		return
 	}
+	s.h2Set = true
 	if v := o.GetMaxConcurrentStreams(); v != nil {
 		s.h2.maxStreams = v.GetValue()
 	}

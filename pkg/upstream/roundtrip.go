@@ -121,6 +121,24 @@ func (c *Cluster) UpgradeProtocol(downstreamMajor int) int {
 	return 1
 }
 
+// TunnelProtocol says over which HTTP version a tcp_proxy tunnels to this
+// cluster, as Envoy's generic connection pool decides from the cluster's
+// features: 2 when HTTP/2 options are configured (explicit HTTP/2,
+// auto_config, or use_downstream_protocol_config or the deprecated
+// protocol_selection with HTTP/2 options; a tcp_proxy has no downstream
+// HTTP version to follow), else 1.
+func (c *Cluster) TunnelProtocol() int {
+	switch c.s.mode {
+	case modeHTTP2, modeAuto:
+		return 2
+	case modeDownstream:
+		if c.s.h2Set {
+			return 2
+		}
+	}
+	return 1
+}
+
 // ErrExtendedConnectUnsupported is matched (errors.Is) by RoundTrip's
 // error for an extended CONNECT that the upstream cannot take over HTTP/2.
 // Nothing was sent; the caller may carry the upgrade over HTTP/1.1 (Dial).
