@@ -56,18 +56,14 @@ func terminates(s *filter.Stream, rt *routes.Route) bool {
 // exists, and whatever the client sent after its request head (early data
 // included) is spliced upstream; a request that ended with its headers
 // half-closes the upstream at once. A connect failure is Envoy's 503
-// local reply. With
-// reject_connect_request_early_data, a CONNECT whose client sent payload
-// before the 200 is answered 400 and the upstream connection closed
-// unused.
-//
-// Envoy then resets an HTTP/2 stream with CONNECT_ERROR; x/net's server
-// gives a handler no way to pick a reset code, so the client gets the 503
-// and, as the request side is still open, RST_STREAM(NO_ERROR).
+// local reply (then, on HTTP/2, RST_STREAM(CONNECT_ERROR): see
+// upstreamFailure). With reject_connect_request_early_data, a CONNECT
+// whose client sent payload before the 200 is answered 400 and the
+// upstream connection closed unused.
 func (f *routerFilter) serveTerminate(s *filter.Stream, cl *upstream.Cluster, cc *routev3.RouteAction_UpgradeConfig_ConnectConfig) {
 	ctx := s.Req.Context()
 	early := f.watchEarlyData(s)
-	conn, err := cl.Dial(lbContext(ctx, cl, s.Req))
+	conn, err := cl.Dial(ctx)
 	if err != nil {
 		f.upstreamFailure(s, cl, ctx, err)
 		return

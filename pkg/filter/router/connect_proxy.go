@@ -29,7 +29,7 @@ func (f *routerFilter) serveConnect(s *filter.Stream, cl *upstream.Cluster) {
 	var up *tunnel.Upstream
 	var err error
 	if cl.UpgradeProtocol(s.Req.ProtoMajor) == 2 {
-		up, err = tunnel.OpenH2Connect(lbContext(ctx, cl, s.Req), cl.RoundTrip, s.Req, tunnel.Is2xx)
+		up, err = tunnel.OpenH2Connect(ctx, cl.RoundTrip, s.Req, tunnel.Is2xx)
 	} else {
 		up, err = openH1Connect(ctx, cl, s.Req)
 	}
@@ -62,7 +62,7 @@ func (f *routerFilter) serveConnect(s *filter.Stream, cl *upstream.Cluster) {
 
 // openH1Connect sends the CONNECT on a new HTTP/1.1 connection.
 func openH1Connect(ctx context.Context, cl *upstream.Cluster, req *http.Request) (*tunnel.Upstream, error) {
-	conn, err := cl.Dial(lbContext(ctx, cl, req))
+	conn, err := cl.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}

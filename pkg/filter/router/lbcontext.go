@@ -1,21 +1,21 @@
 package router
 
 import (
-	"context"
-	"net/http"
-
+	"github.com/hopproxy/hop/pkg/filter"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
-// lbContext returns ctx carrying what a cluster that chooses hosts per
-// request (ORIGINAL_DST) reads: the request's headers, ":authority" being
-// the authority as it leaves hop (a stripped CONNECT port put back). Other
-// clusters get ctx unchanged, at no cost.
-func lbContext(ctx context.Context, cl *upstream.Cluster, r *http.Request) context.Context {
+// addLBContext gives the request's context what a cluster that chooses
+// hosts per request (ORIGINAL_DST) reads, before any path sends it
+// upstream: the request's headers, ":authority" being the authority as it
+// leaves hop (a stripped CONNECT port put back). Every context derived from
+// the request's then carries it. Other clusters cost nothing.
+func addLBContext(s *filter.Stream, cl *upstream.Cluster) {
 	if !cl.UsesLBContext() {
-		return ctx
+		return
 	}
-	return upstream.WithLBContext(ctx, upstream.LBContext{Header: func(name string) (string, bool) {
+	ctx := upstream.WithLBContext(s.Req.Context(), upstream.LBContext{Header: func(name string) (string, bool) {
+		r := s.Req
 		if name == ":authority" {
 			return r.Host, r.Host != ""
 		}
@@ -25,4 +25,5 @@ func lbContext(ctx context.Context, cl *upstream.Cluster, r *http.Request) conte
 		}
 		return vs[0], true
 	}})
+	s.Req = s.Req.WithContext(ctx)
 }

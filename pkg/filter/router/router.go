@@ -24,7 +24,6 @@ import (
 
 	"github.com/hopproxy/hop/pkg/filter"
 	routes "github.com/hopproxy/hop/pkg/router"
-	"github.com/hopproxy/hop/pkg/tunnel"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
@@ -100,6 +99,8 @@ func (f *routerFilter) Serve(s *filter.Stream) {
 	if rt.HostRewriteLiteral != "" {
 		out.Host = rt.HostRewriteLiteral
 	}
+	addLBContext(s, cl)
+	out = s.Req
 	if terminates(s, rt) {
 		f.serveTerminate(s, cl, rt.ConnectConfig())
 		return
@@ -132,7 +133,7 @@ func (f *routerFilter) serveHTTP(s *filter.Stream, cl *upstream.Cluster, timeout
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	out := s.Req.WithContext(lbContext(ctx, cl, s.Req))
+	out := s.Req.WithContext(ctx)
 	u := *s.Req.URL // RoundTrip sets the endpoint in the URL; keep the downstream's intact
 	out.URL = &u
 	out.RequestURI = ""
@@ -215,35 +216,27 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 	}
 	var ce *upstream.ConnectError
 	var ure *upstream.ResetError
-	var tre *tunnel.ResetError
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		cl.CountTimeout()
 		s.LocalReply(http.StatusGatewayTimeout, "upstream request timeout", "upstream_response_timeout")
+		return
 	case errors.Is(err, errBadAccept):
 		s.LocalReply(http.StatusBadGateway, "upstream WebSocket handshake failed: Sec-WebSocket-Accept does not match", "websocket_handshake_unsuccessful")
+		return
 	case errors.Is(err, upstream.ErrNoHealthyUpstream):
 		s.LocalReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream")
+		return
 	case errors.As(err, &ce):
 		s.LocalReply(ce.StatusCode(), ce.LocalReplyBody(), "upstream_reset_before_response_started{"+ce.ResetReason+"}")
-		resetConnect(s)
 	case errors.As(err, &ure):
 		s.LocalReply(ure.StatusCode(), ure.LocalReplyBody(), "upstream_reset_before_response_started{"+ure.ResetReason+"}")
-		resetConnect(s)
-	case errors.As(err, &tre):
+	default: // tunnel.ResetError and the rest: the connection ended
 		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
-		resetConnect(s)
-	default:
-		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
-		resetConnect(s)
 	}
-}
-
-// resetConnect follows the local reply to a CONNECT whose upstream failed
-// to connect or reset (Envoy's response flags UF and UC) with a
-// CONNECT_ERROR reset on HTTP/2, as Envoy's doEndStream does; upgrades
-// count as CONNECTs there, since they arrived as extended CONNECTs.
-func resetConnect(s *filter.Stream) {
+	// The upstream failed to connect or reset (Envoy's response flags UF
+	// and UC): as Envoy's doEndStream, an HTTP/2 CONNECT then gets
+	// CONNECT_ERROR, upgrades too since they arrived as extended CONNECTs.
 	if s.Req.ProtoMajor == 2 && (s.Req.Method == http.MethodConnect || s.UpgradeType != "") {
 		s.Env.ResetConnectError(s)
 	}

@@ -33,7 +33,7 @@ func (f *routerFilter) serveUpgrade(s *filter.Stream, cl *upstream.Cluster, time
 	var up *tunnel.Upstream
 	var err error
 	if cl.UpgradeProtocol(s.Req.ProtoMajor) == 2 {
-		up, err = tunnel.OpenH2Upgrade(lbContext(ctx, cl, s.Req), cl.RoundTrip, s.Req, s.UpgradeType)
+		up, err = tunnel.OpenH2Upgrade(ctx, cl.RoundTrip, s.Req, s.UpgradeType)
 		if errors.Is(err, upstream.ErrExtendedConnectUnsupported) {
 			up, err = openH1Upgrade(ctx, s, cl)
 		}
@@ -94,7 +94,7 @@ func openH1Upgrade(ctx context.Context, s *filter.Stream, cl *upstream.Cluster) 
 			s.Req.Header.Set("Sec-WebSocket-Version", "13")
 		}
 	}
-	conn, err := cl.Dial(lbContext(ctx, cl, s.Req))
+	conn, err := cl.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
