@@ -32,6 +32,7 @@ import (
 const fakeHopEnv = "HOP_BENCH_FAKE_HOP"
 
 func TestMain(m *testing.M) {
+	maybeRunSpliceRef()
 	switch mode := os.Getenv(fakeHopEnv); mode {
 	case "":
 		os.Exit(m.Run())

@@ -39,8 +39,11 @@
 // The tunnel cases (-tunnels, all three by default; -websocket=false runs
 // only them) start one more hop (--base-id 4) and measure, per case, bulk
 // echo throughput, the CPU the bench and hop spent per byte, and tunnel
-// setups per second. h1connect's bulk throughput is held against 80 % of
-// direct and the verdict printed; it does not fail the run. -rounds repeats
+// setups per second. With h1connect it also measures the splice reference,
+// a minimal CONNECT proxy that splices (see spliceref.go; -splice-ref=false
+// skips it). h1connect's bulk throughput is held against 80 % of direct and
+// the verdict printed, with h1connect's and the reference's ratios; it does
+// not fail the run. -rounds repeats
 // every target's runs in turn and sums them, which evens out a machine
 // whose background load changes.
 //
@@ -60,6 +63,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -68,6 +72,7 @@ import (
 )
 
 func main() {
+	maybeRunSpliceRef()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -90,6 +95,7 @@ type options struct {
 	twoHop     []twoHopVariant
 	websocket  bool
 	tunnels    []tunnelCase
+	spliceRef  bool
 	h2Conns    int
 	rounds     int
 	json       bool
@@ -110,6 +116,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	twoHop := fs.String("two-hop", "h1,h2", "front→sidecar variants to run: h1, h2, both (h1,h2) or none")
 	fs.BoolVar(&o.websocket, "websocket", true, "run the WebSocket cases (idle, throughput, two-hop)")
 	tunnels := fs.String("tunnels", "h1connect,h2connect,tcph2", "TCP tunnel cases to run: a list of h1connect, h2connect, tcph2, or none")
+	fs.BoolVar(&o.spliceRef, "splice-ref", true, "with h1connect, also measure the splice reference: a minimal CONNECT proxy that splices (see spliceref.go)")
 	fs.IntVar(&o.h2Conns, "h2-conns", 4, "HTTP/2 connections the h2connect client spreads its streams over")
 	fs.IntVar(&o.rounds, "rounds", 1, "rounds of the tunnel cases; each round runs every target once per metric, and rounds are summed")
 	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
@@ -127,6 +134,7 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	if o.directOnly || !o.websocket {
 		o.twoHop = nil
 	}
+	o.spliceRef = o.spliceRef && !o.directOnly && slices.Contains(o.tunnels, caseH1Connect)
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
@@ -167,6 +175,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(o.tunnels) > 0 {
 		runs += 2 * o.rounds * (1 + len(o.tunnels)) // bulk and setups, direct and each case
+		if o.spliceRef {
+			runs += 2 * o.rounds
+		}
 	}
 	budget := time.Duration(runs)*(o.duration+o.opTimeout) + 2*o.settle + 2*time.Minute
 	ctx, cancel := context.WithTimeoutCause(ctx, budget, fmt.Errorf("bench: the run took longer than %v", budget))

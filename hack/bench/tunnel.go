@@ -16,6 +16,8 @@ import (
 // compare each with a direct TCP connection to the same echo:
 //
 //	direct:     client ─TCP─▶ echo
+//	spliceref:  client ─HTTP/1.1 CONNECT─▶ splice reference ─TCP─▶ echo
+//	              (not hop: the ceiling for h1connect, see spliceref.go)
 //	h1connect:  client ─HTTP/1.1 CONNECT─▶ hop "connect" listener ─TCP─▶ echo
 //	h2connect:  client ─HTTP/2 CONNECT streams─▶ hop "connect" listener ─TCP─▶ echo
 //	tcph2:      client ─TCP─▶ hop "tcph2" listener (tcp_proxy, tunneling_config)
@@ -291,11 +293,11 @@ func (a caseCounts) note(c tunnelCase) string {
 	return fmt.Sprintf("%s: %d tunnels; hop opened %s", c, a.tunnels, strings.Join(parts, ", "))
 }
 
-// tunnelTarget is direct or one case, with its dialer and its sums over
-// rounds.
+// tunnelTarget is direct, the splice reference or one case, with its
+// dialer and its sums over rounds.
 type tunnelTarget struct {
-	name    string     // "direct" or the case
-	c       tunnelCase // "" for direct
+	name    string     // "direct", spliceRefName or the case
+	c       tunnelCase // "" for direct and the reference
 	dial    dialFunc
 	bulk    bulkResult // summed over rounds
 	bulkCPU time.Duration
@@ -321,6 +323,15 @@ func runTunnelCases(ctx context.Context, o options, verbose io.Writer, log *slog
 	log.Info("tcp echo upstream listening", "addr", echo.addr)
 	targets := []*tunnelTarget{{name: "direct", dial: dialTCP(echo.addr)}}
 
+	var ref *spliceRef
+	if o.spliceRef {
+		if ref, err = startSpliceRef(ctx, echo.addr); err != nil {
+			return err
+		}
+		defer ref.Stop()
+		log.Info("splice reference listening", "addr", ref.addr, "pid", ref.Pid())
+		targets = append(targets, &tunnelTarget{name: spliceRefName, dial: dialH1Connect(ref.addr, tunnelAuthority)})
+	}
 	var hop *tunnelHop
 	if !o.directOnly {
 		withTCPH2 := false
@@ -355,7 +366,7 @@ func runTunnelCases(ctx context.Context, o options, verbose io.Writer, log *slog
 		for round := 1; round <= o.rounds; round++ {
 			for _, t := range targets {
 				log.Info("tunnel case", "metric", metric, "target", t.name, "round", round, "conns", o.conns, "duration", o.duration)
-				err := runTunnelTarget(ctx, t, metric, load, hop)
+				err := runTunnelTarget(ctx, t, metric, load, hop, ref)
 				if err != nil && hop != nil && ctx.Err() == nil {
 					err = hop.explain(err)
 				}
@@ -384,19 +395,33 @@ func runTunnelCases(ctx context.Context, o options, verbose io.Writer, log *slog
 }
 
 // benchCPU is the CPU time used so far by this process (the clients and
-// the echo) plus, when it runs, the tunnel hop.
-func benchCPU(hop *tunnelHop) (time.Duration, error) {
+// the echo) plus, each when it runs, the tunnel hop and the splice
+// reference. An idle one adds next to nothing to a run through the other.
+func benchCPU(hop *tunnelHop, ref *spliceRef) (time.Duration, error) {
 	cpu, err := selfCPU()
-	if err != nil || hop == nil {
-		return cpu, err
+	if err != nil {
+		return 0, err
 	}
-	h, err := processCPU(hop.Pid())
-	return cpu + h, err
+	var pids []int
+	if hop != nil {
+		pids = append(pids, hop.Pid())
+	}
+	if ref != nil {
+		pids = append(pids, ref.Pid())
+	}
+	for _, pid := range pids {
+		c, err := processCPU(pid)
+		if err != nil {
+			return 0, err
+		}
+		cpu += c
+	}
+	return cpu, nil
 }
 
 // runTunnelTarget runs one round of metric against t and adds it to t's
 // sums; through hop it also checks hop's counters for the run.
-func runTunnelTarget(ctx context.Context, t *tunnelTarget, metric string, load tunnelLoad, hop *tunnelHop) error {
+func runTunnelTarget(ctx context.Context, t *tunnelTarget, metric string, load tunnelLoad, hop *tunnelHop, ref *spliceRef) error {
 	var before map[string]uint64
 	if t.c != "" {
 		var err error
@@ -407,7 +432,7 @@ func runTunnelTarget(ctx context.Context, t *tunnelTarget, metric string, load t
 	load.Dial = t.dial
 	var tunnels int64
 	if metric == tunnelBulkKey {
-		cpu0, err := benchCPU(hop)
+		cpu0, err := benchCPU(hop, ref)
 		if err != nil {
 			return err
 		}
@@ -415,7 +440,7 @@ func runTunnelTarget(ctx context.Context, t *tunnelTarget, metric string, load t
 		if err != nil {
 			return fmt.Errorf("%s bulk: %w", t.name, err)
 		}
-		cpu1, err := benchCPU(hop)
+		cpu1, err := benchCPU(hop, ref)
 		if err != nil {
 			return err
 		}

@@ -178,7 +178,7 @@ func TestCheckTunnelStats(t *testing.T) {
 }
 
 func TestTunnelReport(t *testing.T) {
-	o, err := parseFlags([]string{"-hop", "/bin/hop", "-conns", "8", "-tunnels", "h1connect,h2connect"}, io.Discard)
+	o, err := parseFlags([]string{"-hop", "/bin/hop", "-conns", "8", "-tunnels", "h1connect,h2connect", "-splice-ref=false"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +224,110 @@ func TestTunnelReport(t *testing.T) {
 	rep.Tunnels.writeTable(&out, "hop: x", 2, "1s")
 	if strings.Contains(out.String(), "PASS") || strings.Contains(out.String(), "FAIL") {
 		t.Errorf("verdict without h1connect:\n%s", out.String())
+	}
+}
+
+// TestTunnelReportSpliceRef checks the reference's column, which comes
+// right after direct, and the verdict's second line, which sets h1connect
+// against the reference.
+func TestTunnelReportSpliceRef(t *testing.T) {
+	o, err := parseFlags([]string{"-hop", "/bin/hop", "-conns", "8", "-tunnels", "h1connect"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.spliceRef {
+		t.Fatal("the splice reference is off by default with h1connect")
+	}
+	rep := newReport(o)
+	tr := rep.Tunnels
+	tr.set(tunnelBulkKey, "direct", 1000)
+	tr.set(tunnelBulkKey, "h1connect", 540)
+	tr.set(tunnelBulkKey, spliceRefName, 600)
+	var out bytes.Buffer
+	rep.writeTable(&out)
+	s := out.String()
+	for _, want := range []string{
+		"FAIL: h1connect bulk throughput is 54% of direct (bar: 80%)",
+		"the splice reference reaches 60% of direct on this machine; h1connect reaches 90% of the reference",
+		"spliceref: the splice reference, a minimal HTTP/1.1 CONNECT proxy",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+	rows := tableRows(s)
+	if want := []string{"direct", "spliceref", "spliceref/direct", "h1connect", "h1connect/direct"}; !cmp.Equal(rows["case"], want) {
+		t.Errorf("columns = %q, want %q", rows["case"], want)
+	}
+	if want := []string{"1000.0", "600.0", "0.60", "540.0", "0.54"}; !cmp.Equal(rows["bulk echo, 8 tunnels: MB/s"], want) {
+		t.Errorf("bulk row = %q, want %q", rows["bulk echo, 8 tunnels: MB/s"], want)
+	}
+	// Without h1connect, or with -direct-only, there is no reference.
+	for _, args := range [][]string{{"-hop", "/bin/hop", "-tunnels", "h2connect"}, {"-direct-only"}} {
+		o, err := parseFlags(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.spliceRef {
+			t.Errorf("%q: splice reference on", args)
+		}
+	}
+}
+
+// TestSpliceRefProxies runs the splice reference in-process: a CONNECT
+// with bytes right behind its head gets 200, then every byte echoed, and a
+// half-close comes back as EOF; closing the control stops it.
+func TestSpliceRefProxies(t *testing.T) {
+	echo, err := startTCPEcho()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.stop()
+	pr, pw := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- serveSpliceRef(echo.addr, pr, outW) }()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, outR)
+	addr := strings.TrimSpace(strings.TrimPrefix(line, "listening "))
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	payload := makePayload(256 << 10)
+	// The head and the first bytes in one write, as a client may send them.
+	if _, err := c.Write(append([]byte("CONNECT echo:1 HTTP/1.1\r\nHost: echo:1\r\n\r\n"), payload[:100]...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	if err := readConnectHead(br); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.Write(payload[100:])
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("read echo: %v", err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Errorf("echoed %d bytes, not the %d sent", len(got), len(payload))
+	}
+	pw.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serveSpliceRef after control EOF = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("serveSpliceRef still running after control EOF")
 	}
 }
 
@@ -297,7 +401,7 @@ func TestRunTunnelsDirectOnly(t *testing.T) {
 	for _, tt := range []struct {
 		label    string
 		positive bool
-	}{{"bulk echo, 4 tunnels: MB/s", false}, {"bulk echo: MB per CPU-second (bench + hop)", false}, {"tunnel setups/s, 4 workers", true}} {
+	}{{"bulk echo, 4 tunnels: MB/s", false}, {"bulk echo: MB per CPU-second (bench + proxy)", false}, {"tunnel setups/s, 4 workers", true}} {
 		cells := rows[tt.label]
 		if len(cells) != 1 {
 			t.Errorf("row %q = %q, want only a direct value, in:\n%s", tt.label, cells, s)
@@ -335,8 +439,9 @@ func TestRunTunnelsThroughFakeHop(t *testing.T) {
 				Through map[string]float64 `json:"through_hop"`
 				Ratio   map[string]float64 `json:"over_direct"`
 			} `json:"rows"`
-			Bar   *barResult `json:"h1connect_bulk_bar"`
-			Notes []string   `json:"notes"`
+			Reference string     `json:"reference"`
+			Bar       *barResult `json:"h1connect_bulk_bar"`
+			Notes     []string   `json:"notes"`
 		} `json:"tunnels"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
@@ -349,6 +454,9 @@ func TestRunTunnelsThroughFakeHop(t *testing.T) {
 	if !cmp.Equal(tr.Cases, []string{"h1connect", "h2connect", "tcph2"}) {
 		t.Errorf("cases = %q", tr.Cases)
 	}
+	if tr.Reference != spliceRefName {
+		t.Errorf("reference = %q, want %q", tr.Reference, spliceRefName)
+	}
 	if len(tr.Rows) != 3 {
 		t.Fatalf("got %d tunnel rows, want 3", len(tr.Rows))
 	}
@@ -360,7 +468,7 @@ func TestRunTunnelsThroughFakeHop(t *testing.T) {
 			t.Errorf("%s: no direct value", r.Key)
 			continue
 		}
-		for _, c := range tr.Cases {
+		for _, c := range append([]string{tr.Reference}, tr.Cases...) {
 			v, ok := r.Through[c]
 			if !ok || v < 0 || r.Key == tunnelSetupsKey && (v <= 0 || r.Ratio[c] <= 0) {
 				t.Errorf("%s %s: %v (ratio %v)\n%s", r.Key, c, v, r.Ratio[c], out.String())

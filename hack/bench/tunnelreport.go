@@ -20,19 +20,23 @@ const (
 
 // tunnelReport is the tunnel part of the result (JSON "tunnels").
 type tunnelReport struct {
-	Tunnels int          `json:"tunnels"`     // bulk tunnels, and setup workers
-	Rounds  int          `json:"rounds"`      // each target's runs per metric, summed
-	Chunk   int          `json:"chunk_bytes"` // bytes per bulk write
-	H2Conns int          `json:"h2connect_conns"`
-	Cases   []string     `json:"cases"` // the cases run through hop, in column order
-	Rows    []*tunnelRow `json:"rows"`
-	Bar     *barResult   `json:"h1connect_bulk_bar,omitempty"`
-	Notes   []string     `json:"notes,omitempty"` // connections hop opened per case
-	rowBy   map[string]*tunnelRow
+	Tunnels int      `json:"tunnels"`     // bulk tunnels, and setup workers
+	Rounds  int      `json:"rounds"`      // each target's runs per metric, summed
+	Chunk   int      `json:"chunk_bytes"` // bytes per bulk write
+	H2Conns int      `json:"h2connect_conns"`
+	Cases   []string `json:"cases"` // the cases run through hop, in column order
+	// Reference is spliceRefName when the splice reference ran (its
+	// column comes before the cases), else empty.
+	Reference string       `json:"reference,omitempty"`
+	Rows      []*tunnelRow `json:"rows"`
+	Bar       *barResult   `json:"h1connect_bulk_bar,omitempty"`
+	Notes     []string     `json:"notes,omitempty"` // connections hop opened per case
+	rowBy     map[string]*tunnelRow
 }
 
-// tunnelRow is one metric: direct, and per case its value and its ratio to
-// direct. A missing entry was not measured.
+// tunnelRow is one metric: direct, and per case (and the reference, under
+// its name) its value and its ratio to direct. A missing entry was not
+// measured.
 type tunnelRow struct {
 	Key      string             `json:"key"`
 	Label    string             `json:"label"`
@@ -42,15 +46,22 @@ type tunnelRow struct {
 	decimals int
 }
 
-// barResult is h1connect bulk throughput against h1ConnectBar.
+// barResult is h1connect bulk throughput against h1ConnectBar, and, when
+// the splice reference ran, the reference's bulk throughput over direct
+// and h1connect's over the reference's.
 type barResult struct {
-	Ratio float64 `json:"ratio"`
-	Bar   float64 `json:"bar"`
-	Pass  bool    `json:"pass"`
+	Ratio      float64  `json:"ratio"`
+	Bar        float64  `json:"bar"`
+	Pass       bool     `json:"pass"`
+	RefOverDir *float64 `json:"spliceref_over_direct,omitempty"`
+	RatioToRef *float64 `json:"ratio_to_spliceref,omitempty"`
 }
 
 func newTunnelReport(o options) *tunnelReport {
 	tr := &tunnelReport{Tunnels: o.conns, Rounds: o.rounds, Chunk: tunnelChunk, H2Conns: o.h2Conns, rowBy: map[string]*tunnelRow{}}
+	if o.spliceRef {
+		tr.Reference = spliceRefName
+	}
 	if !o.directOnly {
 		for _, c := range o.tunnels {
 			tr.Cases = append(tr.Cases, string(c))
@@ -62,13 +73,13 @@ func newTunnelReport(o options) *tunnelReport {
 		tr.rowBy[key] = rw
 	}
 	add(tunnelBulkKey, fmt.Sprintf("bulk echo, %d tunnels: MB/s", o.conns), 1)
-	add(tunnelCPUKey, "bulk echo: MB per CPU-second (bench + hop)", 0)
+	add(tunnelCPUKey, "bulk echo: MB per CPU-second (bench + proxy)", 0)
 	add(tunnelSetupsKey, fmt.Sprintf("tunnel setups/s, %d workers", o.conns), 0)
 	return tr
 }
 
-// set records v for target ("direct" or a case) and updates the ratios and,
-// for h1connect bulk, the bar.
+// set records v for target ("direct", the reference or a case) and updates
+// the ratios and, for h1connect bulk, the bar.
 func (tr *tunnelReport) set(key, target string, v float64) {
 	rw := tr.rowBy[key]
 	if target == "direct" {
@@ -84,19 +95,27 @@ func (tr *tunnelReport) set(key, target string, v float64) {
 	}
 	if q, ok := rw.OverDir[string(caseH1Connect)]; ok && key == tunnelBulkKey {
 		tr.Bar = &barResult{Ratio: q, Bar: h1ConnectBar, Pass: q >= h1ConnectBar}
+		if r, ok := rw.OverDir[spliceRefName]; ok && r > 0 {
+			toRef := q / r
+			tr.Bar.RefOverDir, tr.Bar.RatioToRef = &r, &toRef
+		}
 	}
 }
 
 // writeTable prints the tunnel table, the bar's verdict and the notes.
 func (tr *tunnelReport) writeTable(w io.Writer, hopName string, cpus int, duration string) {
+	cols := tr.Cases
+	if tr.Reference != "" {
+		cols = append([]string{tr.Reference}, cols...)
+	}
 	header := []string{"case", "direct"}
-	for _, c := range tr.Cases {
+	for _, c := range cols {
 		header = append(header, c, c+"/direct")
 	}
 	table := [][]string{header}
 	for _, rw := range tr.Rows {
 		line := []string{rw.Label, cellOf(rw.Direct, rw.decimals)}
-		for _, c := range tr.Cases {
+		for _, c := range cols {
 			line = append(line, cellOf(lookup(rw.Through, c), rw.decimals), cellOf(lookup(rw.OverDir, c), 2))
 		}
 		table = append(table, line)
@@ -104,6 +123,9 @@ func (tr *tunnelReport) writeTable(w io.Writer, hopName string, cpus int, durati
 	fmt.Fprintf(w, "TCP tunnels over loopback to a TCP echo; %s; %d CPUs; %s per case and metric, %d round(s) summed\n", hopName, cpus, duration, tr.Rounds)
 	fmt.Fprintf(w, "bulk: %d full-duplex tunnels writing %d KiB chunks; setups: %d workers, each connect → 1-byte echo → half-close → EOF → close\n",
 		tr.Tunnels, tr.Chunk>>10, tr.Tunnels)
+	if tr.Reference != "" {
+		fmt.Fprintf(w, "%s: the splice reference, a minimal HTTP/1.1 CONNECT proxy in its own process whose tunnels are io.Copy between TCP connections (splice)\n", tr.Reference)
+	}
 	for _, c := range tr.Cases {
 		fmt.Fprintf(w, "%s: %s\n", c, caseDescription(tunnelCase(c), tr.H2Conns))
 	}
@@ -115,6 +137,10 @@ func (tr *tunnelReport) writeTable(w io.Writer, hopName string, cpus int, durati
 			verdict = "PASS"
 		}
 		fmt.Fprintf(w, "\n%s: h1connect bulk throughput is %.0f%% of direct (bar: %.0f%%)\n", verdict, 100*tr.Bar.Ratio, 100*tr.Bar.Bar)
+		if tr.Bar.RefOverDir != nil {
+			fmt.Fprintf(w, "the splice reference reaches %.0f%% of direct on this machine; h1connect reaches %.0f%% of the reference\n",
+				100**tr.Bar.RefOverDir, 100**tr.Bar.RatioToRef)
+		}
 	}
 	for _, n := range tr.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
