@@ -147,6 +147,12 @@ func TestH3ServeAfterClose(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("served after Close")
 	}
+	// The client may give up before the accept loop has taken the
+	// connection (and counted it in f.closed): wait for the server's count
+	// first, so that Wait cannot run alongside that Add.
+	for deadline := time.Now().Add(5 * time.Second); f.stat(t, "http.h3.downstream_cx_destroy") < 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	f.closed.Wait()
 	if a, d := f.stat(t, "http.h3.downstream_cx_active"), f.stat(t, "http.h3.downstream_cx_destroy"); a != 0 || d < 1 {
 		t.Errorf("cx_active %d, cx_destroy %d", a, d)
