@@ -3,6 +3,7 @@ package dataplane_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -135,6 +136,59 @@ func TestConnectH3(t *testing.T) {
 					t.Errorf("cluster.%s.upstream_cx_total = %d, want 1", c, n)
 				}
 			}
+		})
+	}
+}
+
+// TestConnectH3ConnectError: a CONNECT over HTTP/3 whose upstream refuses
+// the connection, terminated (connect_config) or proxied, ends with the
+// stream reset with H3_CONNECT_ERROR (the 503 before it may or may not
+// arrive: a reset stream's data may be dropped), as Envoy resets it; the
+// next CONNECT on the same connection, to a live upstream, still works.
+func TestConnectH3ConnectError(t *testing.T) {
+	pki := tlstest.New(t)
+	leaf := pki.Leaf(t, "h3.test")
+	for _, tt := range []struct {
+		name, dead, live string
+		echo, proxy      int
+	}{
+		{"terminated", "foo.test:443", "h1.test:443", freePort(t), startTCPConnectEcho(t)},
+		{"proxied", "h1.test:443", "foo.test:443", startTCPEcho(t), freePort(t)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startHop(t, connectH3YAML(leaf.CertFile, leaf.KeyFile, tt.echo, tt.proxy, ""))
+			cc := h3ConnectClient(t, pki, h.addr("h3"))
+
+			ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+			defer cancel()
+			str, err := cc.OpenRequestStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := &http.Request{Method: http.MethodConnect, URL: &url.URL{Host: tt.dead}, Host: tt.dead, Header: http.Header{}}
+			if err := str.SendRequestHeader(req); err != nil {
+				t.Fatal(err)
+			}
+			res, err := str.ReadResponse()
+			if err == nil {
+				if res.StatusCode != http.StatusServiceUnavailable {
+					t.Fatalf("status %d, want 503 or a reset", res.StatusCode)
+				}
+				_, err = io.ReadAll(str)
+			}
+			var se *quic.StreamError
+			if !errors.As(err, &se) || se.ErrorCode != quic.StreamErrorCode(http3.ErrCodeConnectError) || !se.Remote {
+				t.Fatalf("stream ended with %v, want a reset with H3_CONNECT_ERROR", err)
+			}
+			if n := h.stat("http3.tx_reset"); n != 1 {
+				t.Errorf("http3.tx_reset = %d, want 1", n)
+			}
+
+			res, live := h3Connect(t, cc, tt.live)
+			if res.StatusCode != http.StatusOK {
+				t.Fatalf("next tunnel: status %d", res.StatusCode)
+			}
+			echoBoth(t, live, live, 1<<10)
 		})
 	}
 }

@@ -113,12 +113,13 @@ type Env interface {
 	// EarlyData, called right before answering, tells whether any came.
 	WatchEarlyData(s *Stream)
 	EarlyData(s *Stream) bool
-	// ResetConnectError ends the stream of a CONNECT (or of an upgrade that
-	// arrived as an extended CONNECT) after the local reply that said its
-	// upstream could not be reached or reset before answering: an HTTP/2
-	// stream is reset with CONNECT_ERROR and the call does not return.
-	// Elsewhere it does nothing.
-	ResetConnectError(s *Stream)
+	// EndWithConnectError marks the stream of a CONNECT (or of an upgrade
+	// that arrived as an extended CONNECT) whose upstream could not be
+	// reached or reset before answering: the local reply that follows ends
+	// it with a reset, RST_STREAM(CONNECT_ERROR) on HTTP/2 (and then
+	// LocalReply does not return) or H3_CONNECT_ERROR on HTTP/3. On
+	// HTTP/1.1 it does nothing.
+	EndWithConnectError(s *Stream)
 	// Counters the router bumps under the connection manager's stat prefix.
 	CountNoRoute()
 	CountNoCluster()

@@ -14,19 +14,48 @@ import (
 // authority, and whether the client sent payload before the response
 // started (the router's reject_connect_request_early_data).
 
-// ResetConnectError resets an HTTP/2 stream with CONNECT_ERROR once the
-// local reply written so far is flushed: x/net resets the stream of a
-// handler that panics with http.ErrAbortHandler with INTERNAL_ERROR, which
-// the connection's h2wire rewrites. Two streams failing at once on one
-// connection may trade codes; both are resets either way.
-func (s *stream) ResetConnectError(fs *filter.Stream) {
-	h, _ := fs.Req.Context().Value(h2ConnKey{}).(*h2Conn)
-	if fs.Req.ProtoMajor != 2 || h == nil {
-		return
+// EndWithConnectError marks the stream so that LocalReply ends it with a
+// reset, as Envoy's stream reset with reason ConnectError does (see
+// endWithConnectError).
+func (s *stream) EndWithConnectError(fs *filter.Stream) {
+	if fs.Req.ProtoMajor >= 2 {
+		s.connectErr = true
 	}
-	http.NewResponseController(s.rw).Flush()
-	h.wire.MarkConnectErrorReset()
-	panic(http.ErrAbortHandler)
+}
+
+// writeReply writes a local reply's status and body (the headers are set).
+// A stream marked by EndWithConnectError is then reset. HTTP/2: the reply
+// is flushed, then RST_STREAM(CONNECT_ERROR); x/net resets the stream of
+// a handler that panics with http.ErrAbortHandler with INTERNAL_ERROR,
+// which the connection's h2wire rewrites (two streams failing at once on
+// one connection may trade codes; both are resets either way), so
+// writeReply does not return. HTTP/3: the stream is taken over from
+// quic-go after the header, the body written on it, then RESET_STREAM and
+// STOP_SENDING with H3_CONNECT_ERROR; the client may not see the 503
+// (QUIC lets a reset stream's unsent and unread data go), as with Envoy.
+func (s *stream) writeReply(fs *filter.Stream, status int, body string) {
+	s.rw.WriteHeader(status)
+	if fs.Req.Method == http.MethodHead {
+		body = ""
+	}
+	if s.connectErr {
+		switch fs.Req.ProtoMajor {
+		case 2:
+			if h, _ := fs.Req.Context().Value(h2ConnKey{}).(*h2Conn); h != nil {
+				s.rw.Write([]byte(body))
+				http.NewResponseController(s.rw).Flush()
+				h.wire.MarkConnectErrorReset()
+				panic(http.ErrAbortHandler)
+			}
+		case 3:
+			if x, ok := s.rw.ResponseWriter.(*h3Exchange); ok && x.resetAfter([]byte(body), h3ConnectError) {
+				return
+			}
+		}
+	}
+	if body != "" {
+		s.rw.Write([]byte(body))
+	}
 }
 
 // OriginalConnectPort is the port strip_any_host_port or

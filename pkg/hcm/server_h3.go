@@ -19,6 +19,7 @@ const (
 	h3NoError              = 0x100
 	h3GeneralProtocolError = 0x101
 	h3FrameError           = 0x106
+	h3ConnectError         = 0x10f
 )
 
 // H3Server is the HTTP/3 server of one filter chain of a QUIC listener. The

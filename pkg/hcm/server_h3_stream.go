@@ -148,6 +148,25 @@ func (x *h3Exchange) HTTPStream() (*http3.Stream, error) {
 	return str, nil
 }
 
+// resetAfter takes the stream over once the response header has been
+// set (WriteHeader, no body written), sends the header and body, then
+// resets both directions of the stream with code, counted as
+// http3.tx_reset. It reports false, having sent nothing, when the stream
+// could not be taken over.
+func (x *h3Exchange) resetAfter(body []byte, code quic.StreamErrorCode) bool {
+	str, err := x.HTTPStream()
+	if err != nil {
+		return false
+	}
+	if len(body) > 0 {
+		str.Write(body)
+	}
+	str.CancelRead(code)
+	str.CancelWrite(code)
+	x.codec.txReset.Inc()
+	return true
+}
+
 func (x *h3Exchange) ReceivedSettings() <-chan struct{} {
 	return x.w.(http3.Settingser).ReceivedSettings()
 }

@@ -36,6 +36,7 @@ type stream struct {
 	// strip_matching_host_port took off a CONNECT's authority, for the
 	// router to put back (OriginalConnectPort); "" otherwise.
 	connectPort string
+	connectErr  bool // EndWithConnectError: the local reply ends in a reset
 	// early watches an HTTP/2 or HTTP/3 request body for bytes that
 	// arrive before the response starts (WatchEarlyData); nil otherwise.
 	early *earlyBody
@@ -103,13 +104,10 @@ func (s *stream) LocalReply(fs *filter.Stream, status int, body, details string)
 		fs.Route.MutateResponseHeaders(h, fs)
 	}
 	s.finalizeResponse(fs, h)
-	s.rw.WriteHeader(status)
-	if body != "" && fs.Req.Method != http.MethodHead {
-		s.rw.Write([]byte(body))
-	}
 	if s.mgr.env != nil && s.mgr.env.Log != nil && s.mgr.env.Log.Enabled(context.Background(), slog.LevelDebug) {
 		s.mgr.env.Log.Debug("local reply", "status", status, "details", details, "path", fs.Req.URL.Path)
 	}
+	s.writeReply(fs, status, body)
 }
 
 // PrepareResponse applies Envoy's response header rules to an upstream

@@ -227,18 +227,21 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 	case errors.Is(err, upstream.ErrNoHealthyUpstream):
 		s.LocalReply(http.StatusServiceUnavailable, "no healthy upstream", "no_healthy_upstream")
 		return
+	}
+	// The upstream failed to connect or reset (Envoy's response flags UF
+	// and UC): as Envoy's doEndStream, an HTTP/2 or HTTP/3 CONNECT then
+	// gets CONNECT_ERROR (H3_CONNECT_ERROR) after the local reply,
+	// upgrades too since they arrived as extended CONNECTs.
+	if s.Req.ProtoMajor >= 2 && (s.Req.Method == http.MethodConnect || s.UpgradeType != "") {
+		s.Env.EndWithConnectError(s)
+	}
+	switch {
 	case errors.As(err, &ce):
 		s.LocalReply(ce.StatusCode(), ce.LocalReplyBody(), "upstream_reset_before_response_started{"+ce.ResetReason+"}")
 	case errors.As(err, &ure):
 		s.LocalReply(ure.StatusCode(), ure.LocalReplyBody(), "upstream_reset_before_response_started{"+ure.ResetReason+"}")
 	default: // tunnel.ResetError and the rest: the connection ended
 		s.LocalReply(http.StatusServiceUnavailable, resetBody, "upstream_reset_before_response_started{connection_termination}")
-	}
-	// The upstream failed to connect or reset (Envoy's response flags UF
-	// and UC): as Envoy's doEndStream, an HTTP/2 CONNECT then gets
-	// CONNECT_ERROR, upgrades too since they arrived as extended CONNECTs.
-	if s.Req.ProtoMajor == 2 && (s.Req.Method == http.MethodConnect || s.UpgradeType != "") {
-		s.Env.ResetConnectError(s)
 	}
 }
 
