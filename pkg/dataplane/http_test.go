@@ -134,7 +134,8 @@ func TestProxyHTTP(t *testing.T) {
 		routeMatch: `{"prefix": "/api/"}`,
 		route:      `"prefix_rewrite": "/v2/", "host_rewrite_literal": "backend.internal"`,
 		routes:     `{"match": {"path": "/hello"}, "direct_response": {"status": 202, "body": {"inline_string": "hi"}}}, {"match": {"prefix": "/old"}, "redirect": {"path_redirect": "/new"}}`,
-		vhostExtra: `"request_headers_to_add": [{"header": {"key": "x-vh", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}], "response_headers_to_remove": ["x-drop"]`,
+		vhostExtra: `"request_headers_to_add": [{"header": {"key": "x-vh", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}], "response_headers_to_remove": ["x-drop"],
+			"response_headers_to_add": [{"header": {"key": "x-echo-id", "value": "%REQ(x-request-id)%"}}, {"header": {"key": "x-echo-path", "value": "%REQ(:path)%"}}, {"header": {"key": "x-echo-host", "value": "%REQ(:authority)%"}}]`,
 	}.String())
 	base := "http://" + h.addr("l")
 
@@ -161,6 +162,13 @@ func TestProxyHTTP(t *testing.T) {
 	if res.Header.Get("X-Up") != "yes" || res.Header.Get("X-Drop") != "" || res.Header.Get("Server") != "envoy" || res.Header.Get("X-Envoy-Upstream-Service-Time") == "" {
 		t.Errorf("response headers: %v", res.Header)
 	}
+	// %REQ()% in response mutations reads the request as it went
+	// upstream, rewrites applied, as Envoy's in-place edits do.
+	for k, want := range map[string]string{"X-Echo-Id": "given-id", "X-Echo-Path": "/v2/items?q=1", "X-Echo-Host": "backend.internal"} {
+		if got := res.Header.Get(k); got != want {
+			t.Errorf("response %s = %q, want %q", k, got, want)
+		}
+	}
 
 	res, _ = get(t, base+"/api/again")
 	r = <-seen
@@ -177,6 +185,9 @@ func TestProxyHTTP(t *testing.T) {
 	res, body = get(t, base+"/hello")
 	if res.StatusCode != 202 || body != "hi" {
 		t.Errorf("direct response: %d %q", res.StatusCode, body)
+	}
+	if got := res.Header.Get("X-Echo-Path"); got != "/hello" {
+		t.Errorf("direct response: x-echo-path = %q, want /hello", got)
 	}
 	res, _ = get(t, base+"/old/x", "Host", "example.com")
 	if res.StatusCode != 301 || res.Header.Get("Location") != "http://example.com/new" {

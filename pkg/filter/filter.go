@@ -143,6 +143,24 @@ func (s *Stream) DownstreamLocalAddress() string {
 // Protocol is the request's protocol ("HTTP/1.1").
 func (s *Stream) Protocol() string { return s.Req.Proto }
 
+// Request makes a Stream a router.RequestFormatter, so that header values
+// read the request (%REQ(:authority)%, %REQ(:path)%, %REQ(x)%). Req is the
+// request as it goes upstream, so in response header mutations they see it
+// with the route's rewrites and request mutations applied, as in Envoy,
+// whose router edits the downstream request's headers in place. It builds
+// the view at each call: the router's mutations ask once per level set.
+func (s *Stream) Request() *router.Request {
+	r := s.Req
+	rr := &router.Request{Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(), Header: r.Header, Scheme: "http"}
+	if r.TLS != nil {
+		rr.Scheme = "https"
+	}
+	if r.Method == http.MethodConnect && r.URL.Path == "" {
+		rr.Path = "" // a plain CONNECT has no :path
+	}
+	return rr
+}
+
 // LocalReply is shorthand for s.Env.LocalReply(s, ...).
 func (s *Stream) LocalReply(status int, body, details string) {
 	s.Env.LocalReply(s, status, body, details)

@@ -94,7 +94,7 @@ func (f *routerFilter) Serve(s *filter.Stream) {
 	// see the authority as the connection manager left it), the CONNECT
 	// port put back, host rewrite, path rewrite.
 	out := s.Req
-	rt.MutateRequestHeaders(out.Header, streamFormatter{s})
+	rt.MutateRequestHeaders(out.Header, s)
 	restoreConnectPort(s)
 	if rt.HostRewriteLiteral != "" {
 		out.Host = rt.HostRewriteLiteral
@@ -246,21 +246,3 @@ func (f *routerFilter) upstreamFailure(s *filter.Stream, cl *upstream.Cluster, c
 }
 
 const resetBody = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
-
-// streamFormatter lets header formatters read the request itself
-// (%REQ(:authority)%, %REQ(:path)%, ...): a routes.RequestFormatter over
-// the stream. It is one pointer, so passing it as an interface costs
-// nothing; Request builds the view when a route has mutations.
-type streamFormatter struct{ *filter.Stream }
-
-func (f streamFormatter) Request() *routes.Request {
-	r := f.Req
-	rr := &routes.Request{Method: r.Method, Authority: r.Host, Path: r.URL.RequestURI(), Header: r.Header, Scheme: "http"}
-	if r.TLS != nil {
-		rr.Scheme = "https"
-	}
-	if r.Method == http.MethodConnect && r.URL.Path == "" {
-		rr.Path = "" // a plain CONNECT has no :path
-	}
-	return rr
-}
