@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -219,34 +221,14 @@ func TestTunnelingManyOverOneH2Connection(t *testing.T) {
 // match on what it finds.)
 func TestTunnelingHostnameFromSNI(t *testing.T) {
 	up := startRawUpstream(t)
-	h := startHop(t, `
-static_resources:
-  listeners:
-  - name: sni
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+	h := startHop(t, tunnelToYAML("sni", up.port(), `
     listener_filters:
     - name: tls
-      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
-    filter_chains:
-    - filter_chain_match: {transport_protocol: tls}
-      filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: sni
-          cluster: proxy
-          tunneling_config:
-            hostname: "%%REQUESTED_SERVER_NAME%%:443"
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}`,
+		`filter_chain_match: {transport_protocol: tls}`, `
+            hostname: "%REQUESTED_SERVER_NAME%:443"
             headers_to_add:
-            - header: {key: x-local-port, value: "%%DOWNSTREAM_LOCAL_PORT%%"}
-  clusters:
-  - name: proxy
-    type: STATIC
-    connect_timeout: 2s
-    load_assignment:
-      cluster_name: proxy
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-`, up.port())
+            - header: {key: x-local-port, value: "%DOWNSTREAM_LOCAL_PORT%"}`))
 	c, err := net.DialTimeout("tcp", h.addr("sni"), defaultTestTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -266,4 +248,73 @@ static_resources:
 	if b := u.readN(1); b[0] != 0x16 {
 		t.Fatalf("first tunnelled byte %#x, want a TLS handshake record", b[0])
 	}
+}
+
+// TestTunnelingRequestID: tunneling_config's request_id_extension (uuid),
+// accepted by the config checks, puts a fresh UUID into each tunnel request
+// under request_id_header; the tracing options of the uuid extension are
+// accepted with no effect.
+func TestTunnelingRequestID(t *testing.T) {
+	up := startRawUpstream(t)
+	h := startHop(t, tunnelToYAML("rid", up.port(), "", "", `
+            hostname: rid.test:443
+            request_id_header: x-tunnel-id
+            request_id_metadata_key: tunnel_id
+            request_id_extension:
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig
+                pack_trace_reason: false`))
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	seen := map[string]bool{}
+	for range 2 {
+		c, err := net.DialTimeout("tcp", h.addr("rid"), defaultTestTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		u := up.accept(t)
+		req := u.readRequest()
+		id := req.Header.Get("X-Tunnel-Id")
+		if req.Method != "CONNECT" || req.Host != "rid.test:443" || !uuid.MatchString(id) || req.Header.Get("X-Request-Id") != "" {
+			t.Fatalf("upstream got %s %s, headers %v; want a v4 UUID in x-tunnel-id only", req.Method, req.Host, req.Header)
+		}
+		if seen[id] {
+			t.Fatalf("request id %s used twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+// tunnelToYAML is one listener, name (also the stat prefix), whose
+// tcp_proxy tunnels to the HTTP/1.1 cluster "proxy" at 127.0.0.1:upPort.
+// listenerExtra is YAML appended to the listener (indented 4), chainMatch a
+// filter chain field line (or ""), tunneling the tunneling_config fields
+// (indented 12). The result is used verbatim: no % escaping.
+func tunnelToYAML(name string, upPort int, listenerExtra, chainMatch, tunneling string) string {
+	if chainMatch != "" {
+		chainMatch = "- " + chainMatch + "\n      "
+	} else {
+		chainMatch = "- "
+	}
+	return `
+static_resources:
+  listeners:
+  - name: ` + name + `
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}` + listenerExtra + `
+    filter_chains:
+    ` + chainMatch + `filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: ` + name + `
+          cluster: proxy
+          tunneling_config:` + tunneling + `
+  clusters:
+  - name: proxy
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: proxy
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ` + strconv.Itoa(upPort) + `}}}}]}]
+`
 }

@@ -17,6 +17,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -38,6 +39,7 @@ const (
 	CategoryUpstreamOptions           = "envoy.upstream_options"
 	CategoryAccessLogger              = "envoy.access_loggers"
 	CategoryBootstrap                 = "envoy.bootstrap"
+	CategoryRequestID                 = "envoy.request_id"
 
 	categoryFilterSettings = "envoy.filters.http.per_route.config"
 )
@@ -73,6 +75,7 @@ var extensions = []Extension{
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"},
 	{CategoryAccessLogger, typeURLPrefix + "envoy.extensions.access_loggers.stream.v3.StderrAccessLog"},
 	{CategoryBootstrap, typeURLPrefix + "envoy.extensions.bootstrap.internal_listener.v3.InternalListener"},
+	{CategoryRequestID, typeURLPrefix + "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"},
 }
 
 // Supported returns the extension types hop implements, grouped by
@@ -141,6 +144,7 @@ var extensionPoints = []extensionPoint{
 	{field: "envoy.config.route.v3.Route.typed_per_filter_config", category: CategoryHTTPFilterPerRoute},
 	{field: "envoy.config.route.v3.FilterConfig.config", category: categoryFilterSettings, optionalFlag: "is_optional"},
 	{field: "envoy.config.core.v3.TypedExtensionConfig.typed_config", via: "envoy.config.bootstrap.v3.Bootstrap.bootstrap_extensions", category: CategoryBootstrap, required: true},
+	{field: "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension.typed_config", category: CategoryRequestID, required: true},
 }
 
 // pointsByMessage indexes extensionPoints by the message that holds the

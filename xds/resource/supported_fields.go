@@ -236,6 +236,11 @@ var supportedFields = []messageRules{
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig", note: "Over HTTP/1.1 CONNECT, HTTP/2 CONNECT and POST. The propagated response headers and trailers are kept on the connection; hop has no access log that reads them yet.", fields: []fieldRule{
 		f("hostname"), f("use_post"), f("post_path"), f("headers_to_add"),
 		f("propagate_response_headers"), f("propagate_response_trailers"),
+		f("request_id_extension"), f("request_id_header"), f("request_id_metadata_key"),
+	}},
+	{message: "envoy.extensions.filters.network.http_connection_manager.v3.RequestIDExtension", fields: []fieldRule{f("typed_config")}},
+	{message: "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", note: "hop has no tracing: a uuid is generated for the tunnel request.", fields: []fieldRule{
+		ign("pack_trace_reason"), ign("use_request_id_for_trace_sampling"),
 	}},
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster", fields: []fieldRule{f("clusters")}},
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight", fields: []fieldRule{
