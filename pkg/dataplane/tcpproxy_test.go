@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -85,6 +87,83 @@ func TestTCPProxyEcho(t *testing.T) {
 	} {
 		if got := h.stat(name); got != want {
 			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+}
+
+// TestTCPProxyMaxConnectionDuration: max_downstream_connection_duration
+// closes a connection that is still busy once it has lasted that long,
+// spliced to the echo or still waiting for its tunnel's answer, counting
+// tcp.<prefix>.max_downstream_connection_duration (not idle_timeout).
+func TestTCPProxyMaxConnectionDuration(t *testing.T) {
+	const limit = 300 * time.Millisecond
+	silent := startRawUpstream(t) // accepts the tunnel's CONNECT, never answers
+	yaml := strings.Replace(tcpProxyYAML, "max_connect_attempts: 2", "max_connect_attempts: 2\n          max_downstream_connection_duration: 0.3s", 1)
+	yaml = strings.Replace(yaml, "  clusters:", `  - name: tunnel
+    address: {socket_address: {address: 127.0.0.1, port_value: `+strconv.Itoa(freePort(t))+`}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tun
+          cluster: silent
+          max_downstream_connection_duration: 0.3s
+          tunneling_config: {hostname: "silent.test:443"}
+  clusters:
+  - name: silent
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: silent
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: `+strconv.Itoa(silent.port())+`}}}}]}]`, 1)
+	h := startHop(t, yaml, startTCPEcho(t))
+
+	// Spliced: the client keeps the echo busy until hop cuts it.
+	start := time.Now()
+	c, err := net.DialTimeout("tcp", h.addr("tcp"), defaultTestTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(defaultTestTimeout))
+	buf := make([]byte, 5)
+	var rerr error
+	for i := 0; rerr == nil && i < 1000; i++ {
+		if _, rerr = c.Write([]byte("ping\n")); rerr == nil {
+			_, rerr = io.ReadFull(c, buf)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rerr == nil {
+		t.Fatal("the connection still echoes after 10 s")
+	}
+	if d := time.Since(start); d < limit {
+		t.Errorf("closed after %v, before the %v limit", d, limit)
+	}
+	h.waitStat("tcp.front.max_downstream_connection_duration", 1)
+
+	// Connecting: the tunnel's CONNECT is never answered.
+	start = time.Now()
+	tc, err := net.DialTimeout("tcp", h.addr("tunnel"), defaultTestTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(defaultTestTimeout))
+	up := silent.accept(t)
+	up.readRequest()
+	if _, err := tc.Read(buf); err == nil {
+		t.Fatal("read data from a tunnel that was never established")
+	}
+	if d := time.Since(start); d < limit {
+		t.Errorf("tunnel closed after %v, before the %v limit", d, limit)
+	}
+	up.expectEOF()
+	h.waitStat("tcp.tun.max_downstream_connection_duration", 1)
+	for _, name := range []string{"tcp.front.idle_timeout", "tcp.tun.idle_timeout"} {
+		if n := h.stat(name); n != 0 {
+			t.Errorf("%s = %d, want 0", name, n)
 		}
 	}
 }

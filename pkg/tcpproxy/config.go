@@ -1,7 +1,8 @@
 // Package tcpproxy is Envoy's envoy.filters.network.tcp_proxy network
 // filter: every downstream connection of a filter chain is proxied, bytes
 // as they are, to a connection opened to a cluster (cluster or
-// weighted_clusters), with idle_timeout and max_connect_attempts.
+// weighted_clusters), with idle_timeout, max_connect_attempts and
+// max_downstream_connection_duration.
 //
 // Compile turns a TcpProxy proto into an immutable Config once per
 // snapshot; Config.Serve proxies one accepted connection. The splice runs
@@ -48,6 +49,7 @@ type Config struct {
 	clusters    []weighted // one entry (weight 0) for `cluster`
 	totalWeight uint32     // sum of the weights; 0 with a single cluster
 	idle        time.Duration
+	maxDuration time.Duration // max_downstream_connection_duration; 0 = none
 	maxAttempts int
 	tunnel      *tunneling // nil without tunneling_config
 	st          *stats.Store
@@ -66,6 +68,7 @@ type weighted struct {
 // Envoy never counts them for HTTP tunnels).
 type proxyStats struct {
 	cxTotal, noRoute, rxBytes, txBytes, idleTimeout, flushTotal *stats.Counter
+	maxDuration                                                 *stats.Counter
 	flushActive                                                 *stats.Gauge
 }
 
@@ -78,6 +81,7 @@ func newProxyStats(st *stats.Store, prefix string) proxyStats {
 		txBytes:     sc.Counter("downstream_cx_tx_bytes_total"),
 		idleTimeout: sc.Counter("idle_timeout"),
 		flushTotal:  sc.Counter("upstream_flush_total"),
+		maxDuration: sc.Counter("max_downstream_connection_duration"),
 		flushActive: sc.Gauge("upstream_flush_active"),
 	}
 }
@@ -87,6 +91,7 @@ func newProxyStats(st *stats.Store, prefix string) proxyStats {
 var accepted = map[protoreflect.Name]bool{
 	"stat_prefix": true, "cluster": true, "weighted_clusters": true,
 	"idle_timeout": true, "max_connect_attempts": true, "tunneling_config": true,
+	"max_downstream_connection_duration": true,
 }
 
 // Compile checks p and compiles it. Errors name the field path and start
@@ -142,6 +147,12 @@ func Compile(p *tcpv3.TcpProxy, st *stats.Store) (*Config, error) {
 			return nil, fmt.Errorf("tcp_proxy: idle_timeout: invalid duration")
 		}
 		c.idle = d.AsDuration() // 0 disables it
+	}
+	if d := p.GetMaxDownstreamConnectionDuration(); d != nil {
+		if !d.IsValid() || d.AsDuration() < time.Millisecond {
+			return nil, fmt.Errorf("tcp_proxy: max_downstream_connection_duration: must be at least 1ms")
+		}
+		c.maxDuration = d.AsDuration()
 	}
 	if m := p.GetMaxConnectAttempts(); m != nil {
 		if m.GetValue() < 1 {

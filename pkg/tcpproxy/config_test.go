@@ -43,6 +43,10 @@ func TestCompile(t *testing.T) {
 			DownstreamIdleTimeout: durationpb.New(time.Second)}, want{}, "tcp_proxy: downstream_idle_timeout: unsupported field"},
 		{"attempts 0", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"), MaxConnectAttempts: wrapperspb.UInt32(0)},
 			want{}, "tcp_proxy: max_connect_attempts: must be at least 1"},
+		{"max duration", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"),
+			MaxDownstreamConnectionDuration: durationpb.New(time.Minute)}, want{time.Hour, 1, 1}, ""},
+		{"max duration under 1ms", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"),
+			MaxDownstreamConnectionDuration: durationpb.New(time.Microsecond)}, want{}, "tcp_proxy: max_downstream_connection_duration: must be at least 1ms"},
 		{"negative idle", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: single("c"), IdleTimeout: durationpb.New(-time.Second)},
 			want{}, "tcp_proxy: idle_timeout: invalid duration"},
 		{"no weighted clusters", &tcpv3.TcpProxy{StatPrefix: "t", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"time"
 
 	"github.com/hopproxy/hop/pkg/tunnel"
 	"github.com/hopproxy/hop/pkg/upstream"
@@ -27,6 +28,9 @@ type Env struct {
 //
 // The idle timeout runs from the start, as Envoy's does: a connect phase
 // longer than it ends the connection and counts idle_timeout.
+// max_downstream_connection_duration also counts from the start and cuts
+// the connection, connecting or spliced, counting
+// max_downstream_connection_duration.
 //
 // With tunneling_config the upstream side is an HTTP tunnel (see the
 // package comment) and info feeds the formats of its request.
@@ -36,6 +40,13 @@ type Env struct {
 // sending anything).
 func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, info Downstream, onClose func()) {
 	c.stats.cxTotal.Inc()
+	var deadline time.Time
+	if c.maxDuration > 0 {
+		deadline = time.Now().Add(c.maxDuration)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadlineCause(ctx, deadline, errMaxDuration)
+		defer cancel()
+	}
 	finish := func() {
 		if onClose != nil {
 			onClose()
@@ -48,8 +59,9 @@ func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, i
 		finish()
 		return
 	}
+	opt := tunnel.Options{IdleTimeout: c.idle, Deadline: deadline}
 	if c.tunnel != nil {
-		c.serveTunnel(ctx, env, owner, down, info, cl, finish)
+		c.serveTunnel(ctx, env, owner, down, info, cl, opt, finish)
 		return
 	}
 	up, err := c.connect(ctx, cl)
@@ -59,16 +71,40 @@ func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, i
 		finish()
 		return
 	}
-	env.Tunnels.Go(owner, down, up, nil, nil, tunnel.Options{IdleTimeout: c.idle}, func(res tunnel.Result) {
+	env.Tunnels.Go(owner, down, up, nil, nil, opt, func(res tunnel.Result) {
 		// a = downstream, b = upstream.
-		c.stats.rxBytes.Add(uint64(res.AtoB))
-		c.stats.txBytes.Add(uint64(res.BtoA))
+		c.countEnd(res)
 		up.CountBytes(res.BtoA, res.AtoB)
-		if res.Cause == tunnel.CauseIdleTimeout {
-			c.stats.idleTimeout.Inc()
-		}
 		finish()
 	})
+}
+
+// errMaxDuration is the cause of a connect phase cut by
+// max_downstream_connection_duration.
+var errMaxDuration = errors.New("tcp_proxy: max_downstream_connection_duration reached")
+
+// countEnd counts an ended tunnel in the tcp.<prefix> stats (a is the
+// downstream).
+func (c *Config) countEnd(res tunnel.Result) {
+	c.stats.rxBytes.Add(uint64(res.AtoB))
+	c.stats.txBytes.Add(uint64(res.BtoA))
+	switch res.Cause {
+	case tunnel.CauseIdleTimeout:
+		c.stats.idleTimeout.Inc()
+	case tunnel.CauseDeadline:
+		c.stats.maxDuration.Inc()
+	}
+}
+
+// countConnectTimeout counts a connect phase that ctx cut short: by the
+// idle timeout or by max_downstream_connection_duration.
+func (c *Config) countConnectTimeout(ctx context.Context) {
+	switch {
+	case errors.Is(context.Cause(ctx), errMaxDuration):
+		c.stats.maxDuration.Inc()
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		c.stats.idleTimeout.Inc()
+	}
 }
 
 // connect dials cl up to maxAttempts times. A connect failure (refused,
@@ -89,9 +125,7 @@ func (c *Config) connect(ctx context.Context, cl *upstream.Cluster) (*upstream.C
 			return up, nil
 		}
 		if ctx.Err() != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				c.stats.idleTimeout.Inc()
-			}
+			c.countConnectTimeout(ctx)
 			return nil, err
 		}
 		var ce *upstream.ConnectError

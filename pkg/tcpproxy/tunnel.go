@@ -16,7 +16,7 @@ import (
 // read from down before the tunnel is established, so the client's early
 // bytes wait in the socket (Envoy's read-disable) and nothing reaches the
 // upstream before its success response.
-func (c *Config) serveTunnel(ctx context.Context, env Env, owner any, down net.Conn, info Downstream, cl *upstream.Cluster, finish func()) {
+func (c *Config) serveTunnel(ctx context.Context, env Env, owner any, down net.Conn, info Downstream, cl *upstream.Cluster, opt tunnel.Options, finish func()) {
 	s := newSession(down, info)
 	up, hc, err := c.openTunnel(ctx, cl, s)
 	if err != nil {
@@ -25,15 +25,11 @@ func (c *Config) serveTunnel(ctx context.Context, env Env, owner any, down net.C
 		finish()
 		return
 	}
-	env.Tunnels.Go(owner, down, up.Conn, nil, up.Buffered, tunnel.Options{IdleTimeout: c.idle}, func(res tunnel.Result) {
+	env.Tunnels.Go(owner, down, up.Conn, nil, up.Buffered, opt, func(res tunnel.Result) {
 		// a = downstream, b = upstream.
-		c.stats.rxBytes.Add(uint64(res.AtoB))
-		c.stats.txBytes.Add(uint64(res.BtoA))
+		c.countEnd(res)
 		if hc != nil { // HTTP/1.1: the connection is the tunnel's own
 			hc.CountBytes(res.BtoA, res.AtoB)
-		}
-		if res.Cause == tunnel.CauseIdleTimeout {
-			c.stats.idleTimeout.Inc()
 		}
 		finish()
 	})
@@ -67,9 +63,7 @@ func (c *Config) openTunnel(ctx context.Context, cl *upstream.Cluster, s *sessio
 			return up, hc, nil
 		}
 		if ctx.Err() != nil {
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				c.stats.idleTimeout.Inc()
-			}
+			c.countConnectTimeout(ctx)
 			return nil, nil, err
 		}
 		if errors.Is(err, upstream.ErrNoHealthyUpstream) {

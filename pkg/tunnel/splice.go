@@ -18,6 +18,7 @@ const (
 	CauseIdleTimeout Cause = "idle_timeout" // no byte either way for the idle timeout
 	CauseError       Cause = "error"        // a read or write failed (reset, ...)
 	CauseAborted     Cause = "aborted"      // Abort was called (drain, shutdown)
+	CauseDeadline    Cause = "deadline"     // Options.Deadline passed
 )
 
 // Result describes a finished splice.
@@ -35,6 +36,10 @@ type Options struct {
 	// IdleTimeout/4, so the tunnel closes between IdleTimeout and
 	// 1.25×IdleTimeout after the last byte, and never earlier.
 	IdleTimeout time.Duration
+	// Deadline, when not zero, cuts the tunnel (both ends aborted) at that
+	// time whatever it is doing: tcp_proxy's
+	// max_downstream_connection_duration.
+	Deadline time.Time
 }
 
 // Unwrapper is implemented by net.Conn wrappers that can hand out the
@@ -102,6 +107,10 @@ func Splice(a, b net.Conn, aPrelude, bPrelude []byte, opt Options) Result {
 		// stream is reset by one), so idleness is watched by a timer.
 		s.watchdog = time.AfterFunc(s.idle, s.checkIdle)
 	}
+	var deadline *time.Timer
+	if !opt.Deadline.IsZero() {
+		deadline = time.AfterFunc(time.Until(opt.Deadline), func() { s.fail(CauseDeadline, nil) })
+	}
 	var wg sync.WaitGroup
 	var ba int64
 	wg.Add(1)
@@ -113,6 +122,9 @@ func Splice(a, b net.Conn, aPrelude, bPrelude []byte, opt Options) Result {
 	wg.Wait()
 	if s.watchdog != nil {
 		s.watchdog.Stop()
+	}
+	if deadline != nil {
+		deadline.Stop()
 	}
 	a.Close()
 	b.Close()
