@@ -92,13 +92,17 @@ func TestTCPProxyEcho(t *testing.T) {
 }
 
 // TestTCPProxyMaxConnectionDuration: max_downstream_connection_duration
-// closes a connection that is still busy once it has lasted that long,
-// spliced to the echo or still waiting for its tunnel's answer, counting
-// tcp.<prefix>.max_downstream_connection_duration (not idle_timeout).
+// closes a connection that is still busy once it has lasted that long
+// (plus its jitter, when set), spliced to the echo or still waiting for its
+// tunnel's answer, counting tcp.<prefix>.max_downstream_connection_duration
+// (not idle_timeout). backoff_options is accepted alongside.
 func TestTCPProxyMaxConnectionDuration(t *testing.T) {
 	const limit = 300 * time.Millisecond
 	silent := startRawUpstream(t) // accepts the tunnel's CONNECT, never answers
-	yaml := strings.Replace(tcpProxyYAML, "max_connect_attempts: 2", "max_connect_attempts: 2\n          max_downstream_connection_duration: 0.3s", 1)
+	yaml := strings.Replace(tcpProxyYAML, "max_connect_attempts: 2", `max_connect_attempts: 2
+          max_downstream_connection_duration: 0.3s
+          max_downstream_connection_duration_jitter_percentage: {value: 50}
+          backoff_options: {base_interval: 0.01s, max_interval: 0.05s}`, 1)
 	yaml = strings.Replace(yaml, "  clusters:", `  - name: tunnel
     address: {socket_address: {address: 127.0.0.1, port_value: `+strconv.Itoa(freePort(t))+`}}
     filter_chains:

@@ -1,8 +1,9 @@
 // Package tcpproxy is Envoy's envoy.filters.network.tcp_proxy network
 // filter: every downstream connection of a filter chain is proxied, bytes
 // as they are, to a connection opened to a cluster (cluster or
-// weighted_clusters), with idle_timeout, max_connect_attempts and
-// max_downstream_connection_duration.
+// weighted_clusters), with idle_timeout, max_connect_attempts (and
+// backoff_options between them) and max_downstream_connection_duration
+// (with its jitter).
 //
 // Compile turns a TcpProxy proto into an immutable Config once per
 // snapshot; Config.Serve proxies one accepted connection. The splice runs
@@ -50,7 +51,9 @@ type Config struct {
 	totalWeight uint32     // sum of the weights; 0 with a single cluster
 	idle        time.Duration
 	maxDuration time.Duration // max_downstream_connection_duration; 0 = none
+	maxJitter   float64       // max_downstream_connection_duration_jitter_percentage, 0–100
 	maxAttempts int
+	backoff     backoff    // backoff_options; zero: retry at once
 	tunnel      *tunneling // nil without tunneling_config
 	st          *stats.Store
 	stats       proxyStats
@@ -91,7 +94,8 @@ func newProxyStats(st *stats.Store, prefix string) proxyStats {
 var accepted = map[protoreflect.Name]bool{
 	"stat_prefix": true, "cluster": true, "weighted_clusters": true,
 	"idle_timeout": true, "max_connect_attempts": true, "tunneling_config": true,
-	"max_downstream_connection_duration": true,
+	"max_downstream_connection_duration": true, "max_downstream_connection_duration_jitter_percentage": true,
+	"backoff_options": true,
 }
 
 // Compile checks p and compiles it. Errors name the field path and start
@@ -154,6 +158,16 @@ func Compile(p *tcpv3.TcpProxy, st *stats.Store) (*Config, error) {
 		}
 		c.maxDuration = d.AsDuration()
 	}
+	if j := p.GetMaxDownstreamConnectionDurationJitterPercentage(); j != nil {
+		if v := j.GetValue(); v < 0 || v > 100 {
+			return nil, fmt.Errorf("tcp_proxy: max_downstream_connection_duration_jitter_percentage: must be within 0 and 100")
+		}
+		c.maxJitter = j.GetValue()
+	}
+	var err error
+	if c.backoff, err = compileBackoff(p); err != nil {
+		return nil, err
+	}
 	if m := p.GetMaxConnectAttempts(); m != nil {
 		if m.GetValue() < 1 {
 			return nil, fmt.Errorf("tcp_proxy: max_connect_attempts: must be at least 1")
@@ -161,7 +175,6 @@ func Compile(p *tcpv3.TcpProxy, st *stats.Store) (*Config, error) {
 		c.maxAttempts = int(min(m.GetValue(), 1<<16)) // keep a typo from looping for hours
 	}
 	if tc := p.GetTunnelingConfig(); tc != nil {
-		var err error
 		if c.tunnel, err = compileTunneling(tc); err != nil {
 			return nil, err
 		}

@@ -42,7 +42,7 @@ func (c *Config) Serve(ctx context.Context, env Env, owner any, down net.Conn, i
 	c.stats.cxTotal.Inc()
 	var deadline time.Time
 	if c.maxDuration > 0 {
-		deadline = time.Now().Add(c.maxDuration)
+		deadline = time.Now().Add(c.maxDurationFor(draw))
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadlineCause(ctx, deadline, errMaxDuration)
 		defer cancel()
@@ -118,7 +118,13 @@ func (c *Config) connect(ctx context.Context, cl *upstream.Cluster) (*upstream.C
 		defer cancel()
 	}
 	var err error
-	for range c.maxAttempts {
+	for attempt := range c.maxAttempts {
+		if attempt > 0 {
+			if werr := c.backoff.wait(ctx, attempt-1); werr != nil {
+				c.countConnectTimeout(ctx)
+				return nil, err
+			}
+		}
 		var up *upstream.Conn
 		up, err = cl.Dial(ctx)
 		if err == nil {

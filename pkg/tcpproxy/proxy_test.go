@@ -355,6 +355,36 @@ func TestDeadCluster(t *testing.T) {
 	}
 }
 
+// TestDeadClusterBackoff: with backoff_options each retry waits its draw
+// (here the highest: just under base_interval, then twice that), and the
+// attempts still end in upstream_cx_connect_attempts_exceeded.
+func TestDeadClusterBackoff(t *testing.T) {
+	defer func(d func(int64) int64) { draw = d }(draw)
+	draw = highest
+	ctx := testCtx(t)
+	r := newRig(t, &tcpv3.TcpProxy{StatPrefix: "dead", ClusterSpecifier: single("dead"),
+		MaxConnectAttempts: wrapperspb.UInt32(3),
+		BackoffOptions:     &corev3.BackoffStrategy{BaseInterval: durationpb.New(200 * time.Millisecond)}},
+		map[string]string{"dead": deadAddr(t)})
+	start := time.Now()
+	c := r.dial()
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d, %v; want the connection closed", n, err)
+	}
+	if d := time.Since(start); d < 600*time.Millisecond-2*time.Millisecond {
+		t.Errorf("gave up after %v, before the two backoffs (≈600ms)", d)
+	}
+	r.waitClosed(ctx, 1)
+	for name, want := range map[string]int64{
+		"cluster.dead.upstream_cx_connect_attempts_exceeded": 1,
+		"cluster.dead.upstream_cx_connect_fail":              3,
+	} {
+		if got := r.stat(name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+}
+
 func isReset(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "read"

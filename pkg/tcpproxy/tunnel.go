@@ -51,7 +51,13 @@ func (c *Config) openTunnel(ctx context.Context, cl *upstream.Cluster, s *sessio
 	}
 	h2 := cl.TunnelProtocol() == 2
 	var err error
-	for range c.maxAttempts {
+	for attempt := range c.maxAttempts {
+		if attempt > 0 {
+			if werr := c.backoff.wait(ctx, attempt-1); werr != nil {
+				c.countConnectTimeout(ctx)
+				return nil, nil, err
+			}
+		}
 		var up *tunnel.Upstream
 		var hc *upstream.Conn
 		if h2 {

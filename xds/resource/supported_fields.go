@@ -232,7 +232,9 @@ var supportedFields = []messageRules{
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", note: "upstream_flush_* stats stay 0.", fields: []fieldRule{
 		f("stat_prefix"), f("cluster"), f("weighted_clusters"), f("idle_timeout"), f("max_connect_attempts"),
 		f("tunneling_config"), f("max_downstream_connection_duration"),
+		f("max_downstream_connection_duration_jitter_percentage"), f("backoff_options"),
 	}},
+	{message: "envoy.config.core.v3.BackoffStrategy", fields: []fieldRule{f("base_interval"), f("max_interval")}},
 	{message: "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig", note: "Over HTTP/1.1 CONNECT, HTTP/2 CONNECT and POST. The propagated response headers and trailers are kept on the connection; hop has no access log that reads them yet.", fields: []fieldRule{
 		f("hostname"), f("use_post"), f("post_path"), f("headers_to_add"),
 		f("propagate_response_headers"), f("propagate_response_trailers"),
