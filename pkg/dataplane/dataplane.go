@@ -187,9 +187,12 @@ func (e *ListenerError) Applied() bool { return true }
 func (d *DataPlane) ListenerAddr(name string) net.Addr { return d.Listeners.Addr(name) }
 
 // Shutdown stops accepting, lets requests finish and tunnels end by
-// themselves until ctx ends, then closes everything.
+// themselves until ctx ends, then closes everything. The clusters close
+// between the two: once no request is in flight their idle pooled
+// connections serve nobody, and one that ends in hop's own internal
+// listener would otherwise hold a tunnel open there until ctx ends.
 func (d *DataPlane) Shutdown(ctx context.Context) {
 	d.Listeners.Shutdown(ctx)
-	d.Tunnels.Shutdown(ctx)
 	d.Clusters.Close()
+	d.Tunnels.Shutdown(ctx)
 }

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -404,4 +405,68 @@ func TestConnectTerminatedIntoInternalListener(t *testing.T) {
 	c.Conn.(*net.TCPConn).CloseWrite()
 	c.expectEOF()
 	h.waitStat("listener.envoy_internal_inner.downstream_cx_active", 0)
+}
+
+// internalPipeYAML: "front" routes to cluster "to_pipe", the internal
+// listener "pipe", whose tcp_proxy carries the connection to the HTTP
+// upstream on port %d.
+const internalPipeYAML = internalExtension + `
+static_resources:
+  listeners:
+  - name: front
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: front
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: to_pipe}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  - name: pipe
+    internal_listener: {}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: pipe
+          cluster: web
+  clusters:
+  - name: to_pipe
+    load_assignment:
+      cluster_name: to_pipe
+      endpoints: [{lb_endpoints: [{endpoint: {address: {envoy_internal_address: {server_listener_name: pipe}}}}]}]
+  - name: web
+    load_assignment:
+      cluster_name: web
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+`
+
+// TestShutdownClosesIdlePoolIntoInternalListener: after a request, the
+// front's pool keeps an idle connection into the internal tcp_proxy
+// listener, whose tunnel to the upstream stays open. Shutdown closes that
+// idle connection once no request is in flight, so it returns at once
+// rather than waiting its whole context for a tunnel nobody uses.
+func TestShutdownClosesIdlePoolIntoInternalListener(t *testing.T) {
+	h := startHop(t, internalPipeYAML, upstreamHTTP(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	if code, body := getPath(t, h.addr("front"), "/"); code != 200 || body != "ok" {
+		t.Fatalf("GET /: %d %q", code, body)
+	}
+	if n := h.stat("tcp.pipe.downstream_cx_total"); n != 1 {
+		t.Fatalf("tcp.pipe.downstream_cx_total = %d, want 1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	h.dp.Shutdown(ctx)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Shutdown took %v: it waited for the idle pooled connection's tunnel", d)
+	}
 }
