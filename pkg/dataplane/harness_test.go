@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -240,12 +242,21 @@ func (c *rawConn) readRequest() *http.Request {
 	return r
 }
 
+// freePort returns a loopback TCP port that is free now, for a listener
+// the test names in a config before hop binds it. It is drawn below the
+// kernel's ephemeral range (32768 and up on Linux): a port the kernel hands
+// out could be taken, before hop binds it, as the local port of some
+// parallel test's outgoing connection ("address already in use").
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		p := 10000 + rand.IntN(22000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			ln.Close()
+			return p
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port below 32000")
+	return 0
 }
