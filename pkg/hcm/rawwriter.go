@@ -39,6 +39,12 @@ func newRawWriter(w http.ResponseWriter) *rawWriter {
 
 func (r *rawWriter) Header() http.Header { return r.hdr }
 
+// rawWriterBuf is the write buffer of a taken-over connection: enough for
+// a response head, which is all a tunnel's writer ever writes (a refusal's
+// body goes through it too, flushed as it fills). Every CONNECT and
+// upgrade allocates one, so it is kept small.
+const rawWriterBuf = 1024
+
 // hijack takes the connection over (once).
 func (r *rawWriter) hijack() error {
 	if r.down != nil || r.err != nil {
@@ -50,7 +56,7 @@ func (r *rawWriter) hijack() error {
 		return err
 	}
 	r.down = d
-	r.bw = bufio.NewWriterSize(d.Conn, 4096)
+	r.bw = bufio.NewWriterSize(d.Conn, rawWriterBuf)
 	return nil
 }
 
