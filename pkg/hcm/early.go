@@ -16,7 +16,7 @@ import (
 
 // EndWithConnectError marks the stream so that LocalReply ends it with a
 // reset, as Envoy's stream reset with reason ConnectError does (see
-// endWithConnectError).
+// writeReply).
 func (s *stream) EndWithConnectError(fs *filter.Stream) {
 	if fs.Req.ProtoMajor >= 2 {
 		s.connectErr = true

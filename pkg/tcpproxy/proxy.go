@@ -108,7 +108,8 @@ func (c *Config) countConnectTimeout(ctx context.Context) {
 }
 
 // connect dials cl up to maxAttempts times. A connect failure (refused,
-// timeout) is retried at once; no healthy host is not, as in Envoy.
+// timeout) is retried, at once or after backoff_options' wait; no healthy
+// host is not, as in Envoy.
 // Exhausting the attempts counts the cluster's
 // upstream_cx_connect_attempts_exceeded.
 func (c *Config) connect(ctx context.Context, cl *upstream.Cluster) (*upstream.Conn, error) {

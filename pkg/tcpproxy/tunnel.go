@@ -39,9 +39,10 @@ func (c *Config) serveTunnel(ctx context.Context, env Env, owner any, down net.C
 // attempts. A failed connect, an upstream that closes or resets before
 // answering, and a refused tunnel (not 200 on HTTP/2, not 2xx on
 // HTTP/1.1, or a response that ends the stream) are connect failures and
-// are retried on a new stream or connection; no healthy upstream is not.
-// The idle timeout bounds the whole phase (Envoy starts it with the
-// connection) and counts idle_timeout when it fires. For HTTP/1.1 the
+// are retried on a new stream or connection, at once or after
+// backoff_options' wait; no healthy upstream is not. The idle timeout (and
+// max_downstream_connection_duration) bounds the whole phase (Envoy starts
+// them with the connection) and counts when it fires. For HTTP/1.1 the
 // Dial'ed connection is returned too, for its byte counters.
 func (c *Config) openTunnel(ctx context.Context, cl *upstream.Cluster, s *session) (*tunnel.Upstream, *upstream.Conn, error) {
 	if c.idle > 0 {
