@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -51,13 +50,7 @@ func (f *routerFilter) serveConnect(s *filter.Stream, cl *upstream.Cluster) {
 		_ = s.Env.StartTunnel(s, up)
 		return
 	}
-	res := up.Response
-	defer up.Conn.Close()
-	defer res.Body.Close()
-	f.writeResponseHead(s, res, start)
-	if err := copyBody(s.W, res); err != nil && !errors.Is(err, context.Canceled) {
-		panic(http.ErrAbortHandler)
-	}
+	f.passResponse(s, up, start)
 }
 
 // openH1Connect sends the CONNECT on a new HTTP/1.1 connection.

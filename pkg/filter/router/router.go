@@ -24,6 +24,7 @@ import (
 
 	"github.com/hopproxy/hop/pkg/filter"
 	routes "github.com/hopproxy/hop/pkg/router"
+	"github.com/hopproxy/hop/pkg/tunnel"
 	"github.com/hopproxy/hop/pkg/upstream"
 )
 
@@ -161,6 +162,18 @@ func (f *routerFilter) serveHTTP(s *filter.Stream, cl *upstream.Cluster, timeout
 				s.W.Header().Add(http.TrailerPrefix+k, v)
 			}
 		}
+	}
+}
+
+// passResponse answers with an upstream's answer to an upgrade or CONNECT
+// that did not open a tunnel, as an ordinary response (head and body),
+// then releases the upstream.
+func (f *routerFilter) passResponse(s *filter.Stream, up *tunnel.Upstream, start time.Time) {
+	defer up.Conn.Close()
+	defer up.Response.Body.Close()
+	f.writeResponseHead(s, up.Response, start)
+	if err := copyBody(s.W, up.Response); err != nil && !errors.Is(err, context.Canceled) {
+		panic(http.ErrAbortHandler)
 	}
 }
 

@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/hopproxy/hop/pkg/filter"
@@ -51,11 +50,11 @@ func (f *routerFilter) serveUpgrade(s *filter.Stream, cl *upstream.Cluster, time
 		return
 	}
 	res := up.Response
-	defer up.Conn.Close()
-	defer res.Body.Close()
 	// The upstream refused. The connection manager closes an HTTP/1.1
 	// downstream connection after this answer: it was in upgrade mode.
 	if tunnel.IsWebSocket(s.UpgradeType) && res.StatusCode < 400 && up.Protocol == 1 {
+		defer up.Conn.Close()
+		defer res.Body.Close()
 		// Envoy: a non-101 answer below 400 to a WebSocket handshake ends
 		// the stream with a local reply that echoes status and headers.
 		s.Env.PrepareResponse(s, res.Header)
@@ -71,10 +70,7 @@ func (f *routerFilter) serveUpgrade(s *filter.Stream, cl *upstream.Cluster, time
 	}
 	// 400 and above, other upgrade types, and any answer but 200 from an
 	// HTTP/2 upstream pass through as ordinary responses.
-	f.writeResponseHead(s, res, start)
-	if err := copyBody(s.W, res); err != nil && !errors.Is(err, context.Canceled) {
-		panic(http.ErrAbortHandler)
-	}
+	f.passResponse(s, up, start)
 }
 
 // openH1Upgrade sends the upgrade on a new HTTP/1.1 connection.
