@@ -1,9 +1,7 @@
 package tlsconfig
 
 import (
-	"fmt"
-	"sort"
-
+	"github.com/hopproxy/hop/pkg/fieldcheck"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -11,7 +9,7 @@ import (
 // A nil value accepts the field and everything inside it (the compile code
 // reads or deliberately ignores it); a non-nil value lists what may be set
 // inside that message, or inside each element of a repeated field.
-type allow map[string]allow
+type allow = fieldcheck.Tree
 
 // dataSourceFields are the DataSource specifiers hop reads.
 var dataSourceFields = allow{
@@ -86,38 +84,8 @@ var quicDownstreamFields = allow{
 // (depth first, in field-number order) that a does not list. prefix is the
 // path of m itself ("" at the root).
 func checkFields(m protoreflect.Message, a allow, prefix string) error {
-	var set []protoreflect.FieldDescriptor
-	m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		set = append(set, fd)
-		return true
-	})
-	sort.Slice(set, func(i, j int) bool { return set[i].Number() < set[j].Number() })
-	for _, fd := range set {
-		name := string(fd.Name())
-		p := join(prefix, name)
-		sub, ok := a[name]
-		if !ok {
-			return &FieldError{Path: p, Err: ErrUnsupported}
-		}
-		if sub == nil || fd.Kind() != protoreflect.MessageKind {
-			continue
-		}
-		v := m.Get(fd)
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				if err := checkFields(l.Get(i).Message(), sub, fmt.Sprintf("%s[%d]", p, i)); err != nil {
-					return err
-				}
-			}
-		case fd.IsMap():
-			// No allowed field is a map of messages.
-		default:
-			if err := checkFields(v.Message(), sub, p); err != nil {
-				return err
-			}
-		}
+	if p := fieldcheck.Unsupported(m, a, prefix); p != "" {
+		return &FieldError{Path: p, Err: ErrUnsupported}
 	}
 	return nil
 }

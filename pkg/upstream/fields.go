@@ -2,9 +2,8 @@ package upstream
 
 import (
 	"fmt"
-	"sort"
-	"strconv"
 
+	"github.com/hopproxy/hop/pkg/fieldcheck"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -13,7 +12,7 @@ import (
 // checked, or deliberately ignored, by the compile code); a non-nil value
 // lists what may be set inside that message (or inside each element of a
 // repeated field or map).
-type fieldSet map[string]fieldSet
+type fieldSet = fieldcheck.Tree
 
 // http1Fields are the Http1ProtocolOptions an HTTP/1.1 client may carry:
 // net/http already accepts trailers and chunked framing, and the others
@@ -160,57 +159,8 @@ var httpOptionsFields = fieldSet{
 // checkFields returns an error naming the first populated field of m (in
 // field-number order, depth first) that allowed does not list.
 func checkFields(m protoreflect.Message, allowed fieldSet, path string) error {
-	var fds []protoreflect.FieldDescriptor
-	m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		fds = append(fds, fd)
-		return true
-	})
-	sort.Slice(fds, func(i, j int) bool { return fds[i].Number() < fds[j].Number() })
-	for _, fd := range fds {
-		name := string(fd.Name())
-		p := joinPath(path, name)
-		sub, ok := allowed[name]
-		if !ok {
-			return fmt.Errorf("%s: %w", p, ErrUnsupported)
-		}
-		if sub == nil {
-			continue
-		}
-		v := m.Get(fd)
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				if err := checkFields(l.Get(i).Message(), sub, p+"["+strconv.Itoa(i)+"]"); err != nil {
-					return err
-				}
-			}
-		case fd.IsMap():
-			var keys []string
-			vals := map[string]protoreflect.Message{}
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				keys = append(keys, k.String())
-				vals[k.String()] = mv.Message()
-				return true
-			})
-			sort.Strings(keys)
-			for _, k := range keys {
-				if err := checkFields(vals[k], sub, p+"["+strconv.Quote(k)+"]"); err != nil {
-					return err
-				}
-			}
-		case fd.Message() != nil:
-			if err := checkFields(v.Message(), sub, p); err != nil {
-				return err
-			}
-		}
+	if p := fieldcheck.Unsupported(m, allowed, path); p != "" {
+		return fmt.Errorf("%s: %w", p, ErrUnsupported)
 	}
 	return nil
-}
-
-func joinPath(path, name string) string {
-	if path == "" {
-		return name
-	}
-	return path + "." + name
 }
