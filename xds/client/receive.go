@@ -59,16 +59,16 @@ type subscription struct {
 	names    map[string]struct{} // never mutated: Watch replaces the map
 }
 
-// lookup returns the subscription of a response's type, or false when the
-// type is not watched (X-ACK-9: such responses are neither ACKed nor
-// NACKed).
-func (r *receiver) lookup(url string) (subscription, bool) {
+// lookup returns a response's type (the stream's own when the response
+// names none) and its subscription, or false when the type is not watched
+// (X-ACK-9: such responses are neither ACKed nor NACKed).
+func (r *receiver) lookup(url string) (string, subscription, bool) {
 	if url == "" {
 		url = r.l.only
 	}
 	if r.l.only != "" && url != r.l.only {
 		r.l.c.log.Warn("ignoring response of another type", "type", url, "stream_type", r.l.only)
-		return subscription{}, false
+		return url, subscription{}, false
 	}
 	c := r.l.c
 	c.mu.Lock()
@@ -76,9 +76,20 @@ func (r *receiver) lookup(url string) (subscription, bool) {
 	ts, ok := c.types[url]
 	if !ok || ts.handler == nil {
 		c.log.Warn("ignoring response of an unwatched type", "type", url)
-		return subscription{}, false
+		return url, subscription{}, false
 	}
-	return subscription{handler: ts.handler, wildcard: ts.wildcard, names: ts.names}, true
+	return url, subscription{handler: ts.handler, wildcard: ts.wildcard, names: ts.names}, true
+}
+
+// keep filters res in place down to the resources wanted.
+func (s subscription) keep(res []Resource) []Resource {
+	kept := res[:0]
+	for _, x := range res {
+		if s.wanted(x.Name) {
+			kept = append(kept, x)
+		}
+	}
+	return kept
 }
 
 // wanted reports whether a resource of the response is for this
@@ -94,24 +105,14 @@ func (s subscription) wanted(name string) bool {
 }
 
 func (r *receiver) handleSotW(resp *discoveryv3.DiscoveryResponse) (ackEvent, bool) {
-	url := resp.GetTypeUrl()
-	if url == "" {
-		url = r.l.only
-	}
-	sub, ok := r.lookup(url)
+	url, sub, ok := r.lookup(resp.GetTypeUrl())
 	if !ok {
 		return ackEvent{}, false
 	}
 	ev := ackEvent{url: url, nonce: resp.GetNonce()}
 	res, heartbeats, err := decodeSotW(url, resp.GetResources())
 	if err == nil {
-		kept := res[:0]
-		for _, x := range res {
-			if sub.wanted(x.Name) {
-				kept = append(kept, x)
-			}
-		}
-		res = kept
+		res = sub.keep(res)
 		if heartbeats > 0 && len(res) == 0 {
 			// Only TTL heartbeats: the resources are unchanged.
 			r.accept(url, resp.GetVersionInfo(), nil, nil)
@@ -137,11 +138,7 @@ func (r *receiver) handleSotW(resp *discoveryv3.DiscoveryResponse) (ackEvent, bo
 }
 
 func (r *receiver) handleDelta(resp *discoveryv3.DeltaDiscoveryResponse) (ackEvent, bool) {
-	url := resp.GetTypeUrl()
-	if url == "" {
-		url = r.l.only
-	}
-	sub, ok := r.lookup(url)
+	url, sub, ok := r.lookup(resp.GetTypeUrl())
 	if !ok {
 		return ackEvent{}, false
 	}
@@ -149,13 +146,7 @@ func (r *receiver) handleDelta(resp *discoveryv3.DeltaDiscoveryResponse) (ackEve
 	res, err := decodeDelta(url, resp.GetResources(), resp.GetRemovedResources(), r.heldVersion(url))
 	var removed []string
 	if err == nil {
-		kept := res[:0]
-		for _, x := range res {
-			if sub.wanted(x.Name) {
-				kept = append(kept, x)
-			}
-		}
-		res = kept
+		res = sub.keep(res)
 		for _, n := range resp.GetRemovedResources() {
 			if sub.wanted(n) {
 				removed = append(removed, n)
