@@ -53,6 +53,16 @@ type streamType struct {
 	sentNames    []string // sorted
 }
 
+// commit returns the function that records a request for v as sent: it
+// answered the pending response, and told the server v's subscription.
+func (pt *streamType) commit(v view) func() {
+	return func() {
+		pt.sent = true
+		pt.ackPending, pt.ackErr = false, ""
+		pt.sentWildcard, pt.sentNames = v.wildcard, v.names
+	}
+}
+
 // view is a copy of a typeState taken under Client.mu for building requests.
 type view struct {
 	url      string
@@ -285,11 +295,7 @@ func (s *sender) buildSotW(pt *streamType, v view) (proto.Message, func()) {
 	if s.node() {
 		req.Node = s.l.c.o.Node
 	}
-	return req, func() {
-		pt.sent = true
-		pt.ackPending, pt.ackErr = false, ""
-		pt.sentWildcard, pt.sentNames = v.wildcard, v.names
-	}
+	return req, pt.commit(v)
 }
 
 // buildDelta returns the DeltaDiscoveryRequest due for v, or nil, and a
@@ -339,9 +345,5 @@ func (s *sender) buildDelta(pt *streamType, v view) (proto.Message, func()) {
 	if s.node() {
 		req.Node = s.l.c.o.Node
 	}
-	return req, func() {
-		pt.sent = true
-		pt.ackPending, pt.ackErr = false, ""
-		pt.sentWildcard, pt.sentNames = v.wildcard, v.names
-	}
+	return req, pt.commit(v)
 }
