@@ -28,47 +28,11 @@ bootstrap_extensions:
 // internalHCMYAML: a TCP listener "front" routes every request to cluster
 // "decap", whose only endpoint is the internal listener "inner", which
 // answers with a direct response.
-const internalHCMYAML = internalExtension + `
+var internalHCMYAML = internalExtension + `
 static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/missing"}
-                route: {cluster: nowhere}
-              - match: {prefix: "/"}
-                route: {cluster: decap}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  - name: inner
-    internal_listener: {}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: inner
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                direct_response: {status: 200, body: {inline_string: "Hello, world!\n"}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  listeners:` +
+	internalHCM("front", false, `[{match: {prefix: "/missing"}, route: {cluster: nowhere}}, {match: {prefix: "/"}, route: {cluster: decap}}]`) +
+	internalHCM("inner", true, innerHelloRoutes) + `
   clusters:
   - name: decap
     load_assignment:
@@ -83,6 +47,37 @@ static_resources:
       - lb_endpoints:
         - endpoint: {address: {envoy_internal_address: {server_listener_name: nope}}}
 `
+
+// innerHelloRoutes answers every request with "Hello, world!\n".
+const innerHelloRoutes = `[{match: {prefix: "/"}, direct_response: {status: 200, body: {inline_string: "Hello, world!\n"}}}]`
+
+// internalHCM is one listener of these tests, as a YAML list item under
+// "listeners:": name on a loopback port, or an internal listener when
+// internal, with a connection manager (stat prefix name) whose one virtual
+// host has routes (a YAML flow list).
+func internalHCM(name string, internal bool, routes string) string {
+	addr := "address: {socket_address: {address: 127.0.0.1, port_value: 0}}"
+	if internal {
+		addr = "internal_listener: {}"
+	}
+	return `
+  - name: ` + name + `
+    ` + addr + `
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ` + name + `
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: ` + routes + `
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}`
+}
 
 // getPath sends a plain HTTP/1.1 GET to addr and returns status and body.
 func getPath(t *testing.T, addr, path string) (int, string) {
@@ -331,47 +326,11 @@ func TestInternalListenerUpdatesAndRemoval(t *testing.T) {
 // internalDecapYAML: CONNECT terminated on "front" into the internal
 // listener "inner", whose connection manager answers the tunnelled HTTP
 // (terminate_http_in_http2_connect.yaml's pattern, over HTTP/1.1).
-const internalDecapYAML = internalExtension + `
+var internalDecapYAML = internalExtension + `
 static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {connect_matcher: {}}
-                route:
-                  cluster: decap
-                  upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  - name: inner
-    internal_listener: {}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: inner
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                direct_response: {status: 200, body: {inline_string: "Hello, world!\n"}}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  listeners:` +
+	internalHCM("front", false, `[{match: {connect_matcher: {}}, route: {cluster: decap, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]}}]`) +
+	internalHCM("inner", true, innerHelloRoutes) + `
   clusters:
   - name: decap
     load_assignment:
@@ -410,25 +369,10 @@ func TestConnectTerminatedIntoInternalListener(t *testing.T) {
 // internalPipeYAML: "front" routes to cluster "to_pipe", the internal
 // listener "pipe", whose tcp_proxy carries the connection to the HTTP
 // upstream on port %d.
-const internalPipeYAML = internalExtension + `
+var internalPipeYAML = internalExtension + `
 static_resources:
-  listeners:
-  - name: front
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: front
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{match: {prefix: "/"}, route: {cluster: to_pipe}}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  listeners:` +
+	internalHCM("front", false, `[{match: {prefix: "/"}, route: {cluster: to_pipe}}]`) + `
   - name: pipe
     internal_listener: {}
     filter_chains:
