@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hopproxy/hop/internal/h2ctest"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -108,8 +109,10 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// h2ConnectUpstream is an h2c server that answers CONNECT streams with
-// status(r) and, for a 2xx, echoes the stream; it records the requests.
+// h2ConnectUpstream is an h2c server (x/net, extended CONNECT enabled
+// through pkg/h2wire/xconnect, which the data plane links in) that answers
+// CONNECT streams, plain or extended, with status(r) and, for a 2xx,
+// echoes the stream; it records the requests.
 type h2ConnectUpstream struct {
 	port   int
 	status func(*http.Request) int
@@ -117,14 +120,14 @@ type h2ConnectUpstream struct {
 	seen   []*http.Request
 }
 
+// answer is an h2ConnectUpstream status function that always says status.
+func answer(status int) func(*http.Request) int {
+	return func(*http.Request) int { return status }
+}
+
 func startH2ConnectUpstream(t *testing.T, status func(*http.Request) int) *h2ConnectUpstream {
 	t.Helper()
 	u := &h2ConnectUpstream{status: status}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http2.Server{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.seen = append(u.seen, r.Clone(r.Context()))
@@ -148,37 +151,7 @@ func startH2ConnectUpstream(t *testing.T, status func(*http.Request) int) *h2Con
 			}
 		}
 	})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	u.port = ln.Addr().(*net.TCPAddr).Port
+	u.port = h2ctest.Start(t, h).Port()
 	return u
 }
 

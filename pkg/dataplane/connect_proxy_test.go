@@ -355,7 +355,7 @@ func TestConnectProxyH2Upstream(t *testing.T) {
 // connection each); each carries its own bytes both ways.
 func TestConnectProxyManyOverOneH2Connection(t *testing.T) {
 	const n = 100
-	u2 := startH2ConnectUpstream(t, func(*http.Request) int { return 200 })
+	u2 := startH2ConnectUpstream(t, answer(200))
 	h1 := startTCPConnectEcho(t)
 	h := startHop(t, proxyConnectYAML(h1, u2.port, ""))
 	cc := h2cConn(t, h.addr("l"))

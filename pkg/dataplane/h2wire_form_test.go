@@ -3,75 +3,9 @@ package dataplane_test
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"sync"
 	"testing"
-
-	"golang.org/x/net/http2"
 )
-
-// h2Upstream is an h2c server (x/net, extended CONNECT enabled through
-// pkg/h2wire/xconnect, which the data plane links in) that records the
-// requests it gets and answers with status; a 200 echoes the stream.
-type h2Upstream struct {
-	port   int
-	status int
-	mu     sync.Mutex
-	seen   []*http.Request
-}
-
-func startH2Upstream(t *testing.T, status int) *h2Upstream {
-	t.Helper()
-	u := &h2Upstream{status: status}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http2.Server{}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.mu.Lock()
-		u.seen = append(u.seen, r.Clone(r.Context()))
-		u.mu.Unlock()
-		w.WriteHeader(u.status)
-		w.(http.Flusher).Flush()
-		if u.status != http.StatusOK {
-			io.WriteString(w, "not a tunnel")
-			return
-		}
-		buf := make([]byte, 4096)
-		for {
-			n, err := r.Body.Read(buf)
-			if n > 0 {
-				w.Write(buf[:n])
-				w.(http.Flusher).Flush()
-			}
-			if err != nil {
-				return
-			}
-		}
-	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	u.port = ln.Addr().(*net.TCPAddr).Port
-	return u
-}
-
-func (u *h2Upstream) requests() []*http.Request {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]*http.Request(nil), u.seen...)
-}
 
 // TestUpgradeOnTheHTTP2Wire: what an HTTP/2 upstream receives for an
 // HTTP/1.1 WebSocket handshake is Envoy's extended CONNECT: :method
@@ -79,7 +13,7 @@ func (u *h2Upstream) requests() []*http.Request {
 // "Content-Length: 0" gone, the Sec-WebSocket-* headers untouched; its 200
 // reaches the HTTP/1.1 client as 101 with Upgrade and Connection.
 func TestUpgradeOnTheHTTP2Wire(t *testing.T) {
-	up := startH2Upstream(t, http.StatusOK)
+	up := startH2ConnectUpstream(t, answer(http.StatusOK))
 	front := startHop(t, frontYAML(fmt.Sprint(up.port), explicitH2, ""))
 	c := dialRaw(t, front.addr("front"))
 	c.send("GET /chat?room=1 HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n")
@@ -113,13 +47,13 @@ func TestUpgradeOnTheHTTP2Wire(t *testing.T) {
 // extended CONNECT; any other answer from an HTTP/2 upstream reaches the
 // HTTP/1.1 client as an ordinary response, body included.
 func TestHTTP2UpgradeAnswerOtherThan200PassesThrough(t *testing.T) {
-	up := startH2Upstream(t, http.StatusForbidden)
+	up := startH2ConnectUpstream(t, answer(http.StatusForbidden))
 	front := startHop(t, frontYAML(fmt.Sprint(up.port), explicitH2, ""))
 	c := dialRaw(t, front.addr("front"))
 	c.send("GET /chat HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 	res := c.readResponse("GET")
 	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != http.StatusForbidden || string(body) != "not a tunnel" {
+	if res.StatusCode != http.StatusForbidden || string(body) != "refused by upstream" {
 		t.Fatalf("client got %d %q", res.StatusCode, body)
 	}
 	if res.Header.Get("Upgrade") != "" {

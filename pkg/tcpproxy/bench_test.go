@@ -3,8 +3,11 @@ package tcpproxy
 import (
 	"io"
 	"net"
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/hopproxy/hop/internal/h2ctest"
 )
 
 // Benchmarks of tcp_proxy over HTTP/2 CONNECT to an x/net echo upstream on
@@ -15,8 +18,8 @@ import (
 // half-closes both ways.
 func BenchmarkTunnelSetupH2(b *testing.B) {
 	k := tunnelKind{name: "h2", h2: true}
-	srv := serveH2(b, h2Echo)
-	r := newRigWith(b, tunnelProxyFor("bench", k), Downstream{}, h2ClusterFor(b, "up", srv.addr))
+	srv := h2ctest.Start(b, http.HandlerFunc(h2Echo))
+	r := newRigWith(b, tunnelProxyFor("bench", k), Downstream{}, h2ClusterFor(b, "up", srv.Addr))
 	addr := r.ln.Addr().String()
 	buf := make([]byte, 1)
 	b.ReportAllocs()
@@ -40,8 +43,8 @@ func BenchmarkTunnelSetupH2(b *testing.B) {
 		<-r.closed
 	}
 	b.StopTimer()
-	if srv.conns.Load() != 1 {
-		b.Errorf("%d upstream connections, want 1", srv.conns.Load())
+	if srv.Accepted.Load() != 1 {
+		b.Errorf("%d upstream connections, want 1", srv.Accepted.Load())
 	}
 }
 
@@ -49,8 +52,8 @@ func BenchmarkTunnelSetupH2(b *testing.B) {
 func BenchmarkTunnelBulkH2(b *testing.B) {
 	const chunk = 64 << 10
 	k := tunnelKind{name: "h2", h2: true}
-	srv := serveH2(b, h2Echo)
-	r := newRigWith(b, tunnelProxyFor("bench", k), Downstream{}, h2ClusterFor(b, "up", srv.addr))
+	srv := h2ctest.Start(b, http.HandlerFunc(h2Echo))
+	r := newRigWith(b, tunnelProxyFor("bench", k), Downstream{}, h2ClusterFor(b, "up", srv.Addr))
 	c := r.dial()
 	c.SetDeadline(time.Time{})
 	out := make([]byte, chunk)

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -119,55 +117,6 @@ func h1PostEcho(r *h1Request) {
 	}
 	cw.Close() // "0\r\n"
 	io.WriteString(r.conn, "\r\n")
-}
-
-// h2Server is an x/net HTTP/2 server with prior knowledge on loopback.
-type h2Server struct {
-	addr  string
-	conns atomic.Int64 // connections accepted
-}
-
-func serveH2(t testing.TB, handler http.HandlerFunc) *h2Server {
-	t.Helper()
-	s := &h2Server{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	srv := &http2.Server{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var open []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.conns.Add(1)
-			mu.Lock()
-			open = append(open, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(c, &http2.ServeConnOpts{Handler: handler})
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return s
 }
 
 // h2Echo answers 200 and echoes the request body until END_STREAM.

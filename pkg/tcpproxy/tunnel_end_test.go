@@ -2,12 +2,14 @@ package tcpproxy
 
 import (
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/hopproxy/hop/internal/h2ctest"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -175,8 +177,8 @@ func TestTunnelProtocolByCluster(t *testing.T) {
 		}
 	})
 	t.Run("use_downstream with http2 options", func(t *testing.T) {
-		srv := serveH2(t, h2Echo)
-		c := staticCluster(t, "up", srv.addr)
+		srv := h2ctest.Start(t, http.HandlerFunc(h2Echo))
+		c := staticCluster(t, "up", srv.Addr)
 		c.ProtocolSelection = clusterv3.Cluster_USE_DOWNSTREAM_PROTOCOL
 		c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
 		r := newRigWith(t, tunnelProxyFor("p", tunnelKinds[2]), Downstream{}, c)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/hopproxy/hop/internal/h2ctest"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -53,7 +55,7 @@ func clusterFor(t *testing.T, k tunnelKind, addr string) *clusterv3.Cluster {
 func echoUpstream(t *testing.T, k tunnelKind) string {
 	switch {
 	case k.h2:
-		return serveH2(t, h2Echo).addr
+		return h2ctest.Start(t, http.HandlerFunc(h2Echo)).Addr
 	case k.post:
 		a, _ := serveH1(t, h1PostEcho)
 		return a
@@ -256,9 +258,9 @@ func sameSet(a, b []string) bool {
 // HTTP/2 connection, each carrying its own bytes.
 func TestTunnelManyOnOneH2Connection(t *testing.T) {
 	ctx := testCtx(t)
-	srv := serveH2(t, h2Echo)
+	srv := h2ctest.Start(t, http.HandlerFunc(h2Echo))
 	k := tunnelKind{name: "h2", h2: true}
-	r := newRigWith(t, tunnelProxyFor("many", k), Downstream{}, clusterFor(t, k, srv.addr))
+	r := newRigWith(t, tunnelProxyFor("many", k), Downstream{}, clusterFor(t, k, srv.Addr))
 	const n = 100
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -292,7 +294,7 @@ func TestTunnelManyOnOneH2Connection(t *testing.T) {
 		t.Error(err)
 	}
 	r.waitClosed(ctx, n)
-	if got := srv.conns.Load(); got != 1 {
+	if got := srv.Accepted.Load(); got != 1 {
 		t.Errorf("the upstream saw %d connections, want 1", got)
 	}
 	if got := r.stat("cluster.up.upstream_rq_total"); got != n {

@@ -10,10 +10,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/hopproxy/hop/internal/h2ctest"
 	"golang.org/x/net/http2"
 )
 
@@ -143,46 +143,14 @@ type h2Upstream struct {
 
 func startH2(t *testing.T, handler http.HandlerFunc) *h2Upstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	srv := &http2.Server{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); srv.ServeConn(c, &http2.ServeConnOpts{Handler: handler}) }()
-		}
-	}()
-	u := &h2Upstream{addr: ln.Addr().String(), rt: &http2.Transport{
+	u := &h2Upstream{addr: h2ctest.Start(t, handler).Addr, rt: &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		},
 	}}
-	t.Cleanup(func() {
-		u.rt.CloseIdleConnections()
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	t.Cleanup(u.rt.CloseIdleConnections)
 	return u
 }
 

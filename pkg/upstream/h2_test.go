@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,58 +19,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/hopproxy/hop/internal/h2ctest"
 	_ "github.com/hopproxy/hop/pkg/h2wire/xconnect" // x/net's server advertises extended CONNECT
 )
-
-// h2cServer is an x/net HTTP/2 server with prior knowledge on loopback
-// that counts the connections it accepts. Everything stops at the end of
-// the test.
-type h2cServer struct {
-	addr     string
-	accepted atomic.Int64
-}
-
-func newH2CServer(t *testing.T, h http.Handler) *h2cServer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &h2cServer{addr: l.Addr().String()}
-	srv := &http2.Server{}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			s.accepted.Add(1)
-			mu.Lock()
-			conns = append(conns, conn)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(conn, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return s
-}
 
 // explicitH2 wraps o (nil: empty) as explicit HTTP/2 typed options.
 func explicitH2(t *testing.T, o *corev3.Http2ProtocolOptions) map[string]*anypb.Any {
@@ -94,8 +44,8 @@ var protoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request)
 func TestH2CRequestsShareOneConnection(t *testing.T) {
 	ctx := testCtx(t)
 	m, st := newTestManager(t, nil)
-	srv := newH2CServer(t, protoHandler)
-	pb := staticCluster(t, "h2c", srv.addr)
+	srv := h2ctest.Start(t, protoHandler)
+	pb := staticCluster(t, "h2c", srv.Addr)
 	pb.TypedExtensionProtocolOptions = explicitH2(t, nil)
 	c := mustAdd(t, m, pb)
 
@@ -118,7 +68,7 @@ func TestH2CRequestsShareOneConnection(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := srv.accepted.Load(); n != 1 {
+	if n := srv.Accepted.Load(); n != 1 {
 		t.Errorf("server accepted %d connections, want 1", n)
 	}
 	wantStats(t, st, "h2c", map[string]int64{
@@ -169,8 +119,8 @@ func extendedConnect(ctx context.Context) (*http.Request, *io.PipeWriter) {
 func TestExtendedConnectStreamsShareOneConnection(t *testing.T) {
 	ctx := testCtx(t)
 	m, st := newTestManager(t, nil)
-	srv := newH2CServer(t, echoHandler)
-	pb := staticCluster(t, "xc", srv.addr)
+	srv := h2ctest.Start(t, echoHandler)
+	pb := staticCluster(t, "xc", srv.Addr)
 	pb.TypedExtensionProtocolOptions = explicitH2(t, &corev3.Http2ProtocolOptions{AllowConnect: true})
 	c := mustAdd(t, m, pb)
 
@@ -223,7 +173,7 @@ func TestExtendedConnectStreamsShareOneConnection(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := srv.accepted.Load(); n != 1 {
+	if n := srv.Accepted.Load(); n != 1 {
 		t.Errorf("server accepted %d connections for %d streams, want 1", n, streams)
 	}
 	wantStats(t, st, "xc", map[string]int64{
@@ -235,13 +185,13 @@ func TestExtendedConnectCloseResetsStream(t *testing.T) {
 	ctx := testCtx(t)
 	m, st := newTestManager(t, nil)
 	readErr := make(chan error, 1)
-	srv := newH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := h2ctest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		http.NewResponseController(w).Flush()
 		_, err := io.Copy(io.Discard, r.Body)
 		readErr <- err
 	}))
-	pb := staticCluster(t, "reset", srv.addr)
+	pb := staticCluster(t, "reset", srv.Addr)
 	pb.TypedExtensionProtocolOptions = explicitH2(t, nil)
 	c := mustAdd(t, m, pb)
 	req, pw := extendedConnect(ctx)
@@ -462,7 +412,7 @@ func TestH2MaxConcurrentStreamsOpensAnotherConnection(t *testing.T) {
 	m, st := newTestManager(t, nil)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 2)
-	srv := newH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := h2ctest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		entered <- struct{}{}
 		select {
 		case <-release:
@@ -470,7 +420,7 @@ func TestH2MaxConcurrentStreamsOpensAnotherConnection(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	}))
-	pb := staticCluster(t, "mcs", srv.addr)
+	pb := staticCluster(t, "mcs", srv.Addr)
 	pb.TypedExtensionProtocolOptions = explicitH2(t, &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(1)})
 	c := mustAdd(t, m, pb)
 
@@ -499,13 +449,13 @@ func TestH2MaxConcurrentStreamsOpensAnotherConnection(t *testing.T) {
 			t.Errorf("RoundTrip: %v", err)
 		}
 	}
-	if n := srv.accepted.Load(); n != 2 {
+	if n := srv.Accepted.Load(); n != 2 {
 		t.Errorf("server accepted %d connections, want 2 (one stream each)", n)
 	}
 	wantStats(t, st, "mcs", map[string]int64{"upstream_cx_http2_total": 2, "upstream_rq_total": 2})
 	// With both idle again, a third request reuses one of them.
 	get(t, ctx, c)
-	if n := srv.accepted.Load(); n != 2 {
+	if n := srv.Accepted.Load(); n != 2 {
 		t.Errorf("server accepted %d connections after a third request, want 2", n)
 	}
 }
@@ -513,15 +463,15 @@ func TestH2MaxConcurrentStreamsOpensAnotherConnection(t *testing.T) {
 func TestH2MaxRequestsPerConnection(t *testing.T) {
 	ctx := testCtx(t)
 	m, st := newTestManager(t, nil)
-	srv := newH2CServer(t, protoHandler)
-	pb := staticCluster(t, "h2maxrq", srv.addr)
+	srv := h2ctest.Start(t, protoHandler)
+	pb := staticCluster(t, "h2maxrq", srv.Addr)
 	pb.TypedExtensionProtocolOptions = explicitH2(t, nil)
 	pb.MaxRequestsPerConnection = wrapperspb.UInt32(2)
 	c := mustAdd(t, m, pb)
 	for range 3 {
 		get(t, ctx, c)
 	}
-	if n := srv.accepted.Load(); n != 2 {
+	if n := srv.Accepted.Load(); n != 2 {
 		t.Errorf("server accepted %d connections, want 2", n)
 	}
 	wantStats(t, st, "h2maxrq", map[string]int64{"upstream_cx_http2_total": 2, "upstream_rq_total": 3})
@@ -629,8 +579,8 @@ func waitStat(t *testing.T, ctx context.Context, st interface {
 func TestH2StreamSurvivesRemoval(t *testing.T) {
 	ctx := testCtx(t)
 	m, st := newTestManager(t, nil)
-	srv := newH2CServer(t, echoHandler)
-	pb := staticCluster(t, "keep", srv.addr)
+	srv := h2ctest.Start(t, echoHandler)
+	pb := staticCluster(t, "keep", srv.Addr)
 	pb.TypedExtensionProtocolOptions = explicitH2(t, nil)
 	c := mustAdd(t, m, pb)
 	req, pw := extendedConnect(ctx)
